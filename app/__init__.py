@@ -1,0 +1,1 @@
+"""Lookalike service: model directory + uploads -> FastAPI + FAISS."""

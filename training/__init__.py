@@ -1,0 +1,1 @@
+"""Lookalike trainer: images -> metric-learning encoder -> model directory."""
