@@ -23,7 +23,8 @@ class Settings(BaseSettings):
         Path("models/default"), description="Model directory to serve (encoder.keras + model.json)."
     )
     data_dir: Path = Field(
-        Path("data"), description="Where the SQLite catalogue, FAISS snapshot and image copies live."
+        Path("data"),
+        description="Where the SQLite catalogue, index snapshot and image copies live.",
     )
     host: str = Field("127.0.0.1", description="Address uvicorn binds (0.0.0.0 in Docker).")
     port: int = Field(8000, ge=1, le=65535, description="Port uvicorn listens on.")
@@ -87,9 +88,7 @@ class Settings(BaseSettings):
     milvus_index_params: str = Field(
         '{"M": 32, "efConstruction": 80}', description="Milvus index build parameters (JSON)."
     )
-    milvus_search_params: str = Field(
-        '{"ef": 128}', description="Milvus search parameters (JSON)."
-    )
+    milvus_search_params: str = Field('{"ef": 128}', description="Milvus search parameters (JSON).")
 
     @field_validator("api_key", "cors_origins", mode="before")
     @classmethod

@@ -1,0 +1,63 @@
+"""Validation of the text fields that travel beside uploads (ids, metadata, filters).
+
+Multipart fields arrive as strings, so JSON-typed fields are parsed and checked
+here, each failure an InvalidField (422) that names the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from typing import Any
+
+from app.catalog import Metadata, MetadataFilter
+from app.errors import InvalidField
+
+MAX_ID_LENGTH = 256
+MAX_METADATA_BYTES = 16_384
+
+
+def validate_id(value: str, field: str = "id") -> str:
+    """Ids are opaque: any Unicode, 1-256 characters, but no control characters."""
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise InvalidField(f"{field} must be 1 to {MAX_ID_LENGTH} characters long")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise InvalidField(f"{field} must not contain control characters")
+    return value
+
+
+def derive_id(data: bytes) -> str:
+    """An id from the image bytes, so uploading the same file twice is one item."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _json_object(text: str, field: str) -> dict[str, Any]:
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise InvalidField(f"{field} is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidField(f"{field} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidField(f"{field} must be a JSON object")
+    return value
+
+
+def parse_metadata(text: str | None, field: str = "metadata") -> Metadata:
+    if text is None or not text.strip():
+        return {}
+    return _json_object(text, field)
+
+
+def parse_filter(text: str | None) -> MetadataFilter | None:
+    """A filter is a flat object of key -> exact value (string, number, boolean or null)."""
+    if text is None or not text.strip():
+        return None
+    value = _json_object(text, "filter")
+    for key, expected in value.items():
+        if not isinstance(expected, str | int | float | bool) and expected is not None:
+            raise InvalidField(
+                f"filter.{key} must be a string, number, boolean or null (exact match)"
+            )
+    return value

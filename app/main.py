@@ -1,0 +1,143 @@
+"""The FastAPI application: built per call, its state created in the lifespan.
+
+Nothing here lives at module level, so every test (and every replica) gets a
+fresh app with its own catalogue, encoder and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import faiss
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
+
+from app.batcher import MicroBatcher
+from app.catalog import open_catalog
+from app.config import Settings
+from app.dependencies import AppState
+from app.embedding import ImageEmbedder
+from app.encoder import Encoder
+from app.errors import install_error_handlers
+from app.model_bundle import read_model_info
+from app.observability import Metrics, ObservabilityMiddleware
+from app.request_limits import BodyLimitMiddleware
+from app.routes import health, index, search
+
+log = logging.getLogger("lookalike")
+
+DESCRIPTION = """
+Image-similarity search. Index catalogue images with ids and metadata, then
+search with an image or compare two. Scores are cosine similarities in [-1, 1].
+
+Errors always have the shape `{"error": {"code": "...", "message": "..."}}`.
+Writes need an API key (`X-API-Key` or `Authorization: Bearer`) when the
+service is configured with `LOOKALIKE_API_KEY`.
+"""
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _build_state(settings: Settings, metrics: Metrics) -> AppState:
+    threads = settings.threads or available_cores()
+    faiss.omp_set_num_threads(threads)
+    model = read_model_info(settings.model_dir)
+    catalog = open_catalog(settings, model_id=model.model_id, embedding_dim=model.embedding_dim)
+    try:
+        encoder = Encoder(model, threads=threads, warmup_batch=settings.batch_max_size)
+    except BaseException:
+        catalog.close()
+        raise
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+    model_pool = ThreadPoolExecutor(1, thread_name_prefix="encoder")
+    batcher = MicroBatcher(
+        encoder.embed,
+        max_batch=settings.batch_max_size,
+        max_wait_s=settings.batch_max_wait_ms / 1000,
+        executor=model_pool,
+        on_batch=metrics.embed_batch.observe,
+    )
+    embedder = ImageEmbedder(model, batcher, pool, settings)
+    metrics.watch_index_size(lambda: float(catalog.stats().count))
+    return AppState(
+        settings=settings,
+        model=model,
+        encoder=encoder,
+        catalog=catalog,
+        embedder=embedder,
+        metrics=metrics,
+        pool=pool,
+        batcher=batcher,
+        model_pool=model_pool,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if not settings.api_key:
+        log.warning(
+            "LOOKALIKE_API_KEY is not set: anyone who can reach this service can change "
+            "the catalogue"
+        )
+    state = await run_in_threadpool(_build_state, settings, app.state.metrics)
+    await state.batcher.start()
+    app.state.lookalike = state
+    log.info(
+        "ready: model %s, %d items, http://%s:%d/docs",
+        state.model.model_id[:12],
+        state.catalog.stats().count,
+        settings.host,
+        settings.port,
+    )
+    try:
+        yield
+    finally:
+        state.ready = False
+        await state.batcher.stop()
+        state.pool.shutdown(wait=True)
+        state.model_pool.shutdown(wait=True)
+        await run_in_threadpool(state.catalog.close)
+        app.state.lookalike = None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Lookalike",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.lookalike = None
+    install_error_handlers(app)
+    app.include_router(index.router)
+    app.include_router(search.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(
+        ObservabilityMiddleware,
+        metrics=app.state.metrics,
+        json_logs=settings.log_format == "json",
+    )
+    return app

@@ -1,0 +1,110 @@
+"""Search the catalogue with an image, and compare two images."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.dependencies import StateDep
+from app.errors import (
+    Forbidden,
+    InvalidField,
+    InvalidImage,
+    NotReady,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+    error_responses,
+)
+from app.form_fields import parse_filter
+from app.routes.uploads import read_upload
+from app.schemas import SearchHit, SearchResponse, SimilarityResponse
+from app.security import ReadAccess
+
+router = APIRouter(tags=["search"])
+
+IMAGE_ERRORS = error_responses(
+    InvalidImage,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidField,
+    Unauthorized,
+    Forbidden,
+    NotReady,
+)
+
+
+@router.post(
+    "/search",
+    summary="Find catalogue items that look like an image",
+    dependencies=[ReadAccess],
+    responses=IMAGE_ERRORS,
+)
+async def search(
+    state: StateDep,
+    file: Annotated[UploadFile, File(description="The query image.")],
+    k: Annotated[int, Form(ge=1, le=100, description="How many results (1-100).")] = 10,
+    min_score: Annotated[
+        float | None,
+        Form(ge=-1.0, le=1.0, description="Drop results scoring below this cosine similarity."),
+    ] = None,
+    filter: Annotated[
+        str | None,
+        Form(
+            description="Exact metadata matches as a JSON object; k results still come back "
+            "when k items match.",
+            examples=['{"category": "shoes"}'],
+        ),
+    ] = None,
+) -> SearchResponse:
+    started = time.perf_counter()
+    metadata_filter = parse_filter(filter)
+    data = await read_upload(file, state.settings.max_file_bytes)
+    vector = await state.embedder.embed_bytes(data)
+    hits = await run_in_threadpool(
+        lambda: state.catalog.search(
+            vector[None, :], k, min_score=min_score, metadata_filter=metadata_filter
+        )[0]
+    )
+    return SearchResponse(
+        results=[SearchHit(id=h.id, score=h.score, metadata=h.metadata) for h in hits],
+        k=k,
+        model_id=state.model.model_id,
+        took_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+
+
+@router.post(
+    "/similarity",
+    summary="Score two images and say whether they show the same thing",
+    dependencies=[ReadAccess],
+    responses=IMAGE_ERRORS,
+)
+async def similarity(
+    state: StateDep,
+    file_a: Annotated[UploadFile, File(description="First image.")],
+    file_b: Annotated[UploadFile, File(description="Second image.")],
+    threshold: Annotated[
+        float | None,
+        Form(
+            ge=-1.0,
+            le=1.0,
+            description="Override the model's calibrated match threshold for this request.",
+        ),
+    ] = None,
+) -> SimilarityResponse:
+    limit = state.settings.max_file_bytes
+    data_a, data_b = await read_upload(file_a, limit), await read_upload(file_b, limit)
+    image_a, image_b = await asyncio.gather(
+        state.embedder.prepare_async(data_a), state.embedder.prepare_async(data_b)
+    )
+    vectors = await state.embedder.embed_pixels([image_a.pixels, image_b.pixels])
+    score = float(min(1.0, max(-1.0, float(vectors[0] @ vectors[1]))))
+    used = state.model.match_threshold if threshold is None else threshold
+    return SimilarityResponse(
+        score=score, match=score >= used, threshold=used, model_id=state.model.model_id
+    )

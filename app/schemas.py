@@ -1,0 +1,86 @@
+"""Response bodies, with the descriptions and examples that /docs shows."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ItemError(BaseModel):
+    code: str = Field(description="Machine-readable error code.", examples=["invalid_image"])
+    message: str = Field(description="What went wrong, for people.")
+
+
+class IndexItemResult(BaseModel):
+    id: str | None = Field(description="The item's id (derived from the bytes when not given).")
+    filename: str | None = Field(None, description="The uploaded file's name, if it had one.")
+    status: Literal["created", "updated", "error"] = Field(
+        description="`created` for a new id, `updated` when it replaced an item, "
+        "`error` if it was not stored."
+    )
+    error: ItemError | None = Field(None, description="Why this item was not stored.")
+
+
+class IndexResponse(BaseModel):
+    indexed: int = Field(description="Items stored by this request.")
+    failed: int = Field(description="Items refused; see `items` for why.")
+    items: list[IndexItemResult] = Field(description="One entry per uploaded file, in order.")
+    model_id: str = Field(description="The model that embedded them.")
+
+
+class SearchHit(BaseModel):
+    id: str = Field(examples=["sku-1"])
+    score: float = Field(
+        description="Cosine similarity in [-1, 1]; higher is more similar.", examples=[0.97]
+    )
+    metadata: dict[str, Any] = Field(description="The metadata stored with the item.")
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchHit] = Field(description="Best match first.")
+    k: int = Field(description="How many results were asked for.")
+    model_id: str
+    took_ms: float = Field(description="Server-side time for the search, in milliseconds.")
+
+
+class SimilarityResponse(BaseModel):
+    score: float = Field(description="Cosine similarity of the two images, in [-1, 1].")
+    match: bool = Field(description="Whether score >= threshold.")
+    threshold: float = Field(
+        description="The threshold used: the model's calibrated match_threshold unless overridden."
+    )
+    model_id: str
+
+
+class ItemResponse(BaseModel):
+    id: str
+    metadata: dict[str, Any]
+    product_id: str | None = None
+    model_id: str = Field(description="The model whose embedding is stored for this item.")
+    created_at: str = Field(description="ISO 8601 UTC time the id was first indexed.")
+    updated_at: str = Field(description="ISO 8601 UTC time of the last upsert.")
+    has_image: bool = Field(description="Whether a kept copy is served at /index/{id}/image.")
+
+
+class DeleteResponse(BaseModel):
+    id: str
+    deleted: bool = True
+
+
+class IndexStats(BaseModel):
+    count: int = Field(description="Items in the catalogue.")
+    embedding_dim: int
+    model_id: str | None
+    backend: str = Field(description="`local` (SQLite + FAISS) or `milvus`.")
+    index_type: str = Field(description="Vector index in use, e.g. `flat` or `hnsw`.")
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(examples=["ready"])
+    model_id: str
+    items: int

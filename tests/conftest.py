@@ -1,0 +1,101 @@
+"""Shared fixtures: a tiny model directory built to the contract, images, fresh apps."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+TEST_IMAGE_SIZE = (16, 16)
+TEST_EMBEDDING_DIM = 8
+
+
+def write_model_dir(path: Path, *, seed: int, threshold: float = 0.9) -> Path:
+    """A model directory as `training/` would export it, from Keras' own layers only."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    height, width = TEST_IMAGE_SIZE
+    inputs = keras.Input(shape=(None, None, 3))
+    x = keras.layers.Resizing(height, width)(inputs)
+    x = keras.layers.Rescaling(1 / 255)(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(TEST_EMBEDDING_DIM)(x)
+    outputs = keras.layers.UnitNormalization()(x)
+    model = keras.Model(inputs, outputs)
+    path.mkdir(parents=True, exist_ok=True)
+    encoder = path / "encoder.keras"
+    model.save(encoder)
+    meta = {
+        "format_version": 1,
+        "model_id": hashlib.sha256(encoder.read_bytes()).hexdigest(),
+        "image_size": [height, width],
+        "embedding_dim": TEST_EMBEDDING_DIM,
+        "metric": "cosine",
+        "match_threshold": threshold,
+        "duplicate_threshold": 0.98,
+        "preprocessing": {"resize": "bilinear", "fit": "stretch"},
+        "provenance": {"dataset": "test", "loss": "none", "epochs": 0},
+        "evaluation": {},
+    }
+    (path / "model.json").write_text(json.dumps(meta))
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model_dir(tmp_path_factory.mktemp("models") / "tiny", seed=1)
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model_dir(tmp_path_factory.mktemp("models") / "other", seed=2)
+
+
+def image_bytes(seed: int, *, size: tuple[int, int] = (24, 24), fmt: str = "PNG") -> bytes:
+    """A distinct image per seed: coloured blocks, so the tiny encoder tells them apart."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    pixels = np.kron(blocks, np.ones((size[1] // 4, size[0] // 4, 1), dtype=np.uint8))
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_settings(model_dir: Path, data_dir: Path):  # type: ignore[no-untyped-def]
+    from app.config import Settings
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {"model_dir": model_dir, "data_dir": data_dir, "threads": 2}
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+def client(make_settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(make_settings())) as c:
+        yield c
