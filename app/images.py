@@ -238,10 +238,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
     """16/32-bit integer and float greyscale to 8-bit by scaling, never by clipping.
 
-    16-bit data keeps its top byte (65535 -> 255), which is also what Pillow does
-    to 16-bit RGB files, so every 16-bit source maps the same way. 32-bit
-    integers that fit in 16 bits are treated as 16-bit; floats in [0, 1] are
-    scaled by 255; anything else is stretched from its own minimum to maximum.
+    Within the ranges the training side handles, the mapping is the same value
+    for value, or a 16-bit upload would embed differently from its training
+    twin: 16-bit data is v // 257 (65535 -> 255), integers up to 255 and floats
+    above 1 up to 255 are already 8-bit, floats in [0, 1] are scaled by 255.
+    Anything else (negative, wider than 16 bits) is stretched from its own
+    minimum to maximum instead of being clipped.
     """
     values = np.asarray(image)
     transparent = image.info.get("transparency")
@@ -249,7 +251,7 @@ def _high_depth_to_l(image: Image.Image) -> Image.Image:
     if isinstance(transparent, int) and not isinstance(transparent, bool):
         alpha = np.where(values == transparent, 0, 255).astype(np.uint8)
     if image.mode.startswith("I;16"):
-        grey = (values.astype(np.uint16) >> 8).astype(np.uint8)
+        grey = (values.astype(np.uint16) // 257).astype(np.uint8)
     else:
         grey = _scale_to_uint8(values)
     out = Image.fromarray(grey)
@@ -262,12 +264,18 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
     if values.size == 0:
         return np.zeros(values.shape, dtype=np.uint8)
     if values.dtype.kind == "f":
-        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = values.min(), values.max()
-    if values.dtype.kind in "iu" and low >= 0 and high <= 65535:
-        return (values >> 8).astype(np.uint8)
-    if values.dtype.kind == "f" and low >= 0 and high <= 1:
-        return np.rint(values * 255).astype(np.uint8)
-    span = float(high) - float(low) or 1.0
-    scaled = (values.astype(np.float32) - float(low)) * np.float32(255 / span)
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        low, high = float(values.min()), float(values.max())
+        if low >= 0 and high <= 1:
+            return np.floor(values * 255.0).astype(np.uint8)
+        if low >= 0 and high <= 255:
+            return np.floor(values).astype(np.uint8)
+    else:
+        low, high = float(values.min()), float(values.max())
+        if low >= 0 and high <= 255:
+            return values.astype(np.uint8)
+        if low >= 0 and high <= 65535:
+            return (values // 257).astype(np.uint8)
+    span = high - low or 1.0
+    scaled = (values.astype(np.float32) - np.float32(low)) * np.float32(255 / span)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

@@ -264,7 +264,7 @@ def test_16_bit_greyscale_is_scaled_not_clipped(fmt: str) -> None:
 
     decoded = decode_image(encode(image, fmt), max_pixels=LIMIT)
 
-    assert np.asarray(decoded)[0, :, 0].tolist() == [0, 0, 1, 128, 255, 255]
+    assert np.asarray(decoded)[0, :, 0].tolist() == [0, 0, 0, 127, 254, 255]
 
 
 def test_16_bit_greyscale_with_a_transparent_value() -> None:
@@ -294,6 +294,14 @@ def test_32_bit_integer_holding_16_bit_data_is_16_bit() -> None:
 
     decoded = decode_image(encode(Image.fromarray(values), "TIFF"), max_pixels=LIMIT)
 
+    assert np.asarray(decoded)[0, :, 0].tolist() == [0, 127, 255]
+
+
+def test_32_bit_integer_holding_8_bit_data_is_kept() -> None:
+    values = np.array([[0, 128, 255]], dtype=np.int32)
+
+    decoded = decode_image(encode(Image.fromarray(values), "TIFF"), max_pixels=LIMIT)
+
     assert np.asarray(decoded)[0, :, 0].tolist() == [0, 128, 255]
 
 
@@ -304,7 +312,15 @@ def test_float_in_unit_range_is_scaled_by_255() -> None:
 
     decoded = decode_image(encode(image, "TIFF"), max_pixels=LIMIT)
 
-    assert np.asarray(decoded)[0, :, 0].tolist() == [0, 128, 255]
+    assert np.asarray(decoded)[0, :, 0].tolist() == [0, 127, 255]
+
+
+def test_float_in_8_bit_range_is_kept() -> None:
+    values = np.array([[0.0, 2.0, 200.5]], dtype=np.float32)
+
+    decoded = decode_image(encode(Image.fromarray(values), "TIFF"), max_pixels=LIMIT)
+
+    assert np.asarray(decoded)[0, :, 0].tolist() == [0, 2, 200]
 
 
 def test_float_outside_unit_range_is_stretched() -> None:
