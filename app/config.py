@@ -63,7 +63,12 @@ class Settings(BaseSettings):
     )
     batch_max_size: int = Field(32, ge=1, description="Most images one encoder call embeds.")
     batch_max_wait_ms: float = Field(
-        2.0, ge=0, description="How long a request waits for others to share its encoder call."
+        0.0,
+        ge=0,
+        description=(
+            "Extra wait for more requests to join an encoder call; 0 = batch whatever queued "
+            "while the previous call ran, never delaying a lone request."
+        ),
     )
     threads: int = Field(
         0, ge=0, description="Threads for TensorFlow, FAISS and decoding; 0 = the cores present."
