@@ -1,14 +1,24 @@
-"""`python -m app ...`: serve the API, and the ops commands that work on its catalogue."""
+"""`python -m app ...`: serve the API, and the ops commands that work on its catalogue.
+
+Each command lives in its own module with `add_arguments(parser)` and
+`run(args, settings) -> int`; this file only wires them up.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from app.config import Settings
 from app.errors import LookalikeError
+
+# command name -> (module under app.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serve", "run the HTTP API (configured by LOOKALIKE_* variables)"),
+}
 
 
 def configure_logging(settings: Settings) -> None:
@@ -19,32 +29,21 @@ def configure_logging(settings: Settings) -> None:
     )
 
 
-def serve(settings: Settings) -> None:
-    import uvicorn
-
-    from app.main import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the HTTP API (configured by LOOKALIKE_* variables)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"app.commands.{module_name}")
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings)
+    module = importlib.import_module(f"app.commands.{COMMANDS[args.command][0]}")
     try:
-        if args.command == "serve":
-            serve(settings)
+        code: int = module.run(args, settings)
     except LookalikeError as exc:
         logging.getLogger("lookalike").error("%s", exc.message)
         return 2
-    return 0
+    except KeyboardInterrupt:
+        return 130
+    return code
