@@ -160,6 +160,11 @@ class CatalogStore:
         if row is None:
             return None
         key = int(row[0])
+        self.delete_key(db, key)
+        return key
+
+    def delete_key(self, db: sqlite3.Connection, key: int) -> None:
+        """Delete a row and leave a tombstone, so snapshot replay removes it too."""
         seq = self._next_seq(db)
         db.execute("DELETE FROM images WHERE key = ?", (key,))
         db.execute("DELETE FROM items WHERE key = ?", (key,))
@@ -168,19 +173,22 @@ class CatalogStore:
             "ON CONFLICT (key) DO UPDATE SET seq = excluded.seq",
             (key, seq),
         )
-        return key
 
     # reads ----------------------------------------------------------------
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read query's rows; outside any write transaction, serialised with writes."""
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self.rows(sql, params)[0][0])
+
     def count(self) -> int:
-        return int(self._read("SELECT COUNT(*) FROM items")[0][0])
+        return self.scalar("SELECT COUNT(*) FROM items")
 
     def get(self, item_id: str) -> StoredItem | None:
-        rows = self._read(
+        rows = self.rows(
             "SELECT i.id, i.metadata, i.product_id, i.model_id, i.created_at, i.updated_at, "
             "EXISTS (SELECT 1 FROM images m WHERE m.key = i.key) "
             "FROM items i WHERE i.id = ?",
@@ -200,11 +208,11 @@ class CatalogStore:
         )
 
     def get_embedding(self, item_id: str) -> np.ndarray | None:
-        rows = self._read("SELECT embedding FROM items WHERE id = ?", (item_id,))
+        rows = self.rows("SELECT embedding FROM items WHERE id = ?", (item_id,))
         return np.frombuffer(rows[0][0], dtype=np.float32).copy() if rows else None
 
     def get_image(self, item_id: str) -> bytes | None:
-        rows = self._read(
+        rows = self.rows(
             "SELECT m.data FROM images m JOIN items i ON i.key = m.key WHERE i.id = ?",
             (item_id,),
         )
@@ -215,7 +223,7 @@ class CatalogStore:
         if not keys:
             return {}
         marks = ",".join("?" * len(keys))
-        rows = self._read(
+        rows = self.rows(
             f"SELECT key, id, metadata, product_id FROM items WHERE key IN ({marks})",
             [int(k) for k in keys],
         )
@@ -225,7 +233,7 @@ class CatalogStore:
         if not item_ids:
             return []
         marks = ",".join("?" * len(item_ids))
-        rows = self._read(f"SELECT key FROM items WHERE id IN ({marks})", list(item_ids))
+        rows = self.rows(f"SELECT key FROM items WHERE id IN ({marks})", list(item_ids))
         return [int(r[0]) for r in rows]
 
     def keys_matching(self, metadata_filter: MetadataFilter) -> np.ndarray:
@@ -240,7 +248,7 @@ class CatalogStore:
             )
             params.extend([name, *values])
         where = " AND ".join(clauses) or "1"
-        rows = self._read(f"SELECT key FROM items WHERE {where}", params)
+        rows = self.rows(f"SELECT key FROM items WHERE {where}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def iter_embeddings(
@@ -249,7 +257,7 @@ class CatalogStore:
         """(keys, vectors) of rows changed after a sequence number, in batches."""
         last_key = 0
         while True:
-            rows = self._read(
+            rows = self.rows(
                 "SELECT key, embedding FROM items WHERE seq > ? AND key > ? ORDER BY key LIMIT ?",
                 (after_seq, last_key, batch),
             )
@@ -261,7 +269,7 @@ class CatalogStore:
             last_key = int(keys[-1])
 
     def deleted_after(self, seq: int) -> np.ndarray:
-        rows = self._read("SELECT key FROM tombstones WHERE seq > ?", (seq,))
+        rows = self.rows("SELECT key FROM tombstones WHERE seq > ?", (seq,))
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
 

@@ -18,6 +18,8 @@ from app.errors import LookalikeError
 # command name -> (module under app.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the HTTP API (configured by LOOKALIKE_* variables)"),
+    "import": ("import_folder", "index a folder of images (resumable)"),
+    "reindex": ("reindex", "re-embed the catalogue with a new model (resumable, atomic)"),
 }
 
 

@@ -7,6 +7,7 @@ generated from these descriptions, so they are the documentation.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -101,6 +102,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @property
+    def thread_count(self) -> int:
+        """`threads`, or the cores this process may run on when it is 0."""
+        if self.threads:
+            return self.threads
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
 
     @property
     def database_path(self) -> Path:

@@ -1,7 +1,8 @@
 """From uploaded bytes to embeddings: decode in a thread pool, embed in shared batches.
 
-Index and search decode the same way (the same JPEG draft scale), so an image
-searched for finds its own indexed copy with a score of 1.0, not 0.99.
+Index, search and the bulk jobs decode the same way (the same JPEG draft
+scale), so an image searched for finds its own indexed copy with a score of
+1.0, not 0.99.
 """
 
 from __future__ import annotations
@@ -24,15 +25,11 @@ class PreparedImage:
     stored_copy: bytes | None
 
 
-class ImageEmbedder:
-    """Turns uploads into embeddings without blocking the event loop."""
+class ImagePreparer:
+    """The one decoding policy: upload bytes -> model input (+ the copy the catalogue keeps)."""
 
-    def __init__(
-        self, model: ModelInfo, batcher: MicroBatcher, pool: Executor, settings: Settings
-    ) -> None:
-        self._model = model
-        self._batcher = batcher
-        self._pool = pool
+    def __init__(self, model: ModelInfo, settings: Settings) -> None:
+        self.model = model
         self._max_pixels = settings.max_image_pixels
         self._keep = settings.keep_images
         self._stored_side = settings.stored_image_size
@@ -43,24 +40,33 @@ class ImageEmbedder:
     def prepare(self, data: bytes, *, keep_copy: bool = False) -> PreparedImage:
         """Decode (raising the API's image errors) into model input and, optionally, a copy."""
         image = decode_image(data, max_pixels=self._max_pixels, draft_size=self._draft)
-        pixels = to_model_input(image, self._model.image_size)
+        pixels = to_model_input(image, self.model.image_size)
         stored = thumbnail_bytes(image, self._stored_side) if keep_copy and self._keep else None
         return PreparedImage(pixels=pixels, stored_copy=stored)
 
-    def prepare_copy(self, stored: bytes) -> np.ndarray:
+    def prepare_stored_copy(self, stored: bytes) -> PreparedImage:
         """Model input from a kept copy, for re-embedding without the original upload."""
         image = decode_image(stored, max_pixels=self._max_pixels)
-        return to_model_input(image, self._model.image_size)
+        return PreparedImage(pixels=to_model_input(image, self.model.image_size), stored_copy=None)
+
+
+class ImageEmbedder:
+    """Turns uploads into embeddings without blocking the event loop."""
+
+    def __init__(self, preparer: ImagePreparer, batcher: MicroBatcher, pool: Executor) -> None:
+        self.preparer = preparer
+        self._batcher = batcher
+        self._pool = pool
 
     async def prepare_async(self, data: bytes, *, keep_copy: bool = False) -> PreparedImage:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, lambda: self.prepare(data, keep_copy=keep_copy)
+            self._pool, lambda: self.preparer.prepare(data, keep_copy=keep_copy)
         )
 
     async def embed_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
         if not pixels:
-            return np.zeros((0, self._model.embedding_dim), dtype=np.float32)
+            return np.zeros((0, self.preparer.model.embedding_dim), dtype=np.float32)
         return await self._batcher.embed(np.stack(pixels))
 
     async def embed_bytes(self, data: bytes) -> np.ndarray:

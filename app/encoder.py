@@ -50,7 +50,7 @@ class Encoder:
         model = keras.saving.load_model(info.encoder_path, compile=False)
         height, width = info.image_size
         self.info = info
-        self._tf = tf
+        self.tf = tf
         self._lock = threading.Lock()
 
         @tf.function(
@@ -80,5 +80,5 @@ class Encoder:
     def embed(self, images: np.ndarray) -> np.ndarray:
         """[N, H, W, 3] uint8 -> [N, D] float32 L2-normalised."""
         with self._lock:
-            out = self._embed(self._tf.constant(images, dtype=self._tf.uint8))
+            out = self._embed(self.tf.constant(images, dtype=self.tf.uint8))
         return np.asarray(out, dtype=np.float32)

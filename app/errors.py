@@ -81,6 +81,20 @@ class ModelMismatch(LookalikeError):
     code = "model_mismatch"
 
 
+class CatalogBusy(LookalikeError):
+    """Another process owns the local catalogue."""
+
+    status = 409
+    code = "catalog_busy"
+
+
+class ReindexBlocked(LookalikeError):
+    """Some items cannot be re-embedded: they have no kept image copy."""
+
+    status = 409
+    code = "reindex_blocked"
+
+
 class ModelDirectoryError(LookalikeError):
     """The model directory is missing or does not follow the contract."""
 

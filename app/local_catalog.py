@@ -30,6 +30,7 @@ from app.catalog import (
 )
 from app.catalog_store import CatalogStore
 from app.config import Settings
+from app.data_lock import DataDirLock
 from app.errors import InvalidField, ModelMismatch
 from app.vector_index import build_index
 
@@ -52,10 +53,16 @@ class LocalCatalog(Catalog):
     def __init__(self, settings: Settings, *, model_id: str, embedding_dim: int) -> None:
         self._settings = settings
         self._dim = embedding_dim
+        self._lock_file = DataDirLock(settings.data_dir, "a lookalike process")
         self._store = CatalogStore(settings.database_path)
+        try:
+            self._model_id = self._check_model(model_id, embedding_dim)
+        except BaseException:
+            self._store.close()
+            self._lock_file.release()
+            raise
         self._write_lock = threading.Lock()
         self._index_lock = threading.Lock()
-        self._model_id = self._check_model(model_id, embedding_dim)
         self._index = build_index(settings, embedding_dim)
         self._changes_since_snapshot = 0
         self._snapshotter = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
@@ -243,3 +250,4 @@ class LocalCatalog(Catalog):
                 self.snapshot()
         finally:
             self._store.close()
+            self._lock_file.release()

@@ -7,7 +7,6 @@ fresh app with its own catalogue, encoder and metrics.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -21,7 +20,7 @@ from app.batcher import MicroBatcher
 from app.catalog import open_catalog
 from app.config import Settings
 from app.dependencies import AppState
-from app.embedding import ImageEmbedder
+from app.embedding import ImageEmbedder, ImagePreparer
 from app.encoder import Encoder
 from app.errors import install_error_handlers
 from app.model_bundle import read_model_info
@@ -41,15 +40,8 @@ service is configured with `LOOKALIKE_API_KEY`.
 """
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _build_state(settings: Settings, metrics: Metrics) -> AppState:
-    threads = settings.threads or available_cores()
+    threads = settings.thread_count
     faiss.omp_set_num_threads(threads)
     model = read_model_info(settings.model_dir)
     catalog = open_catalog(settings, model_id=model.model_id, embedding_dim=model.embedding_dim)
@@ -67,7 +59,7 @@ def _build_state(settings: Settings, metrics: Metrics) -> AppState:
         executor=model_pool,
         on_batch=metrics.embed_batch.observe,
     )
-    embedder = ImageEmbedder(model, batcher, pool, settings)
+    embedder = ImageEmbedder(ImagePreparer(model, settings), batcher, pool)
     metrics.watch_index_size(lambda: float(catalog.stats().count))
     return AppState(
         settings=settings,
