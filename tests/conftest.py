@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,19 +81,19 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(model_dir: Path, data_dir: Path):  # type: ignore[no-untyped-def]
+def make_settings(model_dir: Path, data_dir: Path):
     from app.config import Settings
 
     def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {"model_dir": model_dir, "data_dir": data_dir, "threads": 2}
+        values: dict[str, Any] = {"model_dir": model_dir, "data_dir": data_dir, "threads": 2}
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        return Settings(_env_file=None, **values)
 
     return make
 
 
 @pytest.fixture
-def client(make_settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def client(make_settings) -> Iterator[object]:
     from fastapi.testclient import TestClient
 
     from app.main import create_app

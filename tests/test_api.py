@@ -11,7 +11,7 @@ from app.main import create_app
 from tests.conftest import image_bytes
 
 
-def index(client: TestClient, seed: int, item_id: str | None, **fields: str):  # type: ignore[no-untyped-def]
+def index(client: TestClient, seed: int, item_id: str | None, **fields: str):
     data = {"id": item_id} if item_id is not None else {}
     data.update(fields)
     return client.post(
@@ -19,7 +19,7 @@ def index(client: TestClient, seed: int, item_id: str | None, **fields: str):  #
     )
 
 
-def search(client: TestClient, seed: int, **fields: object):  # type: ignore[no-untyped-def]
+def search(client: TestClient, seed: int, **fields: object):
     return client.post(
         "/search",
         files={"file": ("q.png", image_bytes(seed), "image/png")},
@@ -195,7 +195,7 @@ def test_invalid_fields_are_422(client: TestClient, item_id: str, metadata: str)
     assert set(r.json()["error"]) == {"code", "message"}
 
 
-def test_api_keys(make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_api_keys(make_settings) -> None:
     app = create_app(make_settings(api_key="k1,k2"))
     with TestClient(app) as c:
         assert index(c, 1, "a").status_code == 401
@@ -209,7 +209,7 @@ def test_api_keys(make_settings) -> None:  # type: ignore[no-untyped-def]
         assert c.delete("/index/a").status_code == 200
 
 
-def test_request_size_limit(make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_request_size_limit(make_settings) -> None:
     with TestClient(create_app(make_settings(max_request_bytes=2000))) as c:
         big = image_bytes(1, size=(256, 256), fmt="BMP")
         r = c.post("/search", files={"file": ("big.bmp", big)})

@@ -28,13 +28,13 @@ def env(monkeypatch: pytest.MonkeyPatch, model_dir: Path, data_dir: Path) -> Non
     monkeypatch.setenv("LOOKALIKE_THREADS", "2")
 
 
-def _top(client: TestClient, data: bytes) -> dict:  # type: ignore[type-arg]
+def _top(client: TestClient, data: bytes) -> dict:
     r = client.post("/search", files={"file": ("q.png", data)}, data={"k": "1"})
-    return r.json()["results"][0]  # type: ignore[no-any-return]
+    return r.json()["results"][0]
 
 
 @pytest.mark.usefixtures("env")
-def test_import_a_folder_with_metadata_resumably(tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_import_a_folder_with_metadata_resumably(tmp_path: Path, make_settings) -> None:
     folder = tmp_path / "photos"
     (folder / "shoes").mkdir(parents=True)
     (folder / "shoes" / "sku-1.png").write_bytes(image_bytes(1))
@@ -61,7 +61,7 @@ def test_import_a_folder_with_metadata_resumably(tmp_path: Path, make_settings) 
 
 
 @pytest.mark.usefixtures("env")
-def test_import_refuses_while_a_server_holds_the_catalogue(tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_import_refuses_while_a_server_holds_the_catalogue(tmp_path: Path, make_settings) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "a.png").write_bytes(image_bytes(1))
@@ -72,7 +72,7 @@ def test_import_refuses_while_a_server_holds_the_catalogue(tmp_path: Path, make_
 
 def test_reindex_switches_the_catalogue_to_a_new_model(
     monkeypatch: pytest.MonkeyPatch, make_settings, other_model_dir: Path, env: None
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with TestClient(create_app(make_settings())) as c:
         for seed in range(5):
             c.post("/index", files={"file": ("x.png", image_bytes(seed))}, data={"id": f"i{seed}"})
@@ -97,7 +97,7 @@ def test_reindex_switches_the_catalogue_to_a_new_model(
 
 def test_a_crash_before_the_switch_leaves_the_old_catalogue_whole(
     make_settings, model_dir: Path, other_model_dir: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     settings: Settings = make_settings()
     with TestClient(create_app(settings)) as c:
         for seed in range(4):

@@ -24,13 +24,13 @@ def _index(url: str, seed: int, item_id: str) -> httpx.Response:
     )
 
 
-def _top(client: TestClient | httpx.Client, seed: int) -> dict:  # type: ignore[type-arg]
+def _top(client: TestClient | httpx.Client, seed: int) -> dict:
     r = client.post("/search", files={"file": ("q.png", image_bytes(seed))}, data={"k": "1"})
     assert r.status_code == 200, r.text
-    return r.json()["results"][0]  # type: ignore[no-any-return]
+    return r.json()["results"][0]
 
 
-def test_restart_keeps_the_catalogue(make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_restart_keeps_the_catalogue(make_settings) -> None:
     with TestClient(create_app(make_settings())) as c:
         for seed in range(6):
             c.post("/index", files={"file": ("x.png", image_bytes(seed))}, data={"id": f"i{seed}"})
@@ -41,7 +41,7 @@ def test_restart_keeps_the_catalogue(make_settings) -> None:  # type: ignore[no-
         assert c.get("/index/i5").status_code == 404
 
 
-def test_snapshot_plus_replay_matches_sqlite(make_settings, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_snapshot_plus_replay_matches_sqlite(make_settings, data_dir: Path) -> None:
     settings = make_settings(snapshot_every=3)
     with TestClient(create_app(settings)) as c:
         for seed in range(4):
@@ -64,7 +64,7 @@ def test_snapshot_plus_replay_matches_sqlite(make_settings, data_dir: Path) -> N
         assert sorted(ids) == ["i1", "i2", "i3"]
 
 
-def test_a_different_model_is_refused(make_settings, other_model_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_different_model_is_refused(make_settings, other_model_dir: Path) -> None:
     with TestClient(create_app(make_settings())) as c:
         c.post("/index", files={"file": ("x.png", image_bytes(1))}, data={"id": "a"})
     app = create_app(make_settings(model_dir=other_model_dir))
@@ -82,9 +82,10 @@ def test_write_survives_kill_9(tmp_path: Path, model_dir: Path) -> None:
     finally:
         server.kill()
     assert not (tmp_path / "data" / "index.faiss").exists(), "kill -9 must not snapshot"
-    with live_server(env, tmp_path / "second.log") as server, httpx.Client(
-        base_url=server.url
-    ) as c:
+    with (
+        live_server(env, tmp_path / "second.log") as server,
+        httpx.Client(base_url=server.url) as c,
+    ):
         assert c.get("/index").json()["count"] == 2
         assert _top(c, 2)["id"] == "i2"
         assert c.get("/index/i1").status_code == 404
@@ -126,9 +127,12 @@ def test_concurrent_writes_and_searches_stay_consistent(tmp_path: Path, model_di
                     if i % 2:
                         if c.delete(f"/index/w{n}-{i - 1}").status_code != 200:
                             errors.append(f"delete w{n}-{i - 1}")
-                    if c.post(
-                        "/search", files={"file": ("q.png", image_bytes(i))}, data={"k": "5"}
-                    ).status_code != 200:
+                    if (
+                        c.post(
+                            "/search", files={"file": ("q.png", image_bytes(i))}, data={"k": "5"}
+                        ).status_code
+                        != 200
+                    ):
                         errors.append("search")
 
         threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
