@@ -21,6 +21,7 @@ import numpy as np
 
 from app.catalog import Metadata, MetadataFilter, NewItem, StoredItem, UpsertOutcome
 
+SCHEMA_VERSION = "2"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -43,6 +44,15 @@ CREATE TABLE IF NOT EXISTS images (
     key  INTEGER PRIMARY KEY REFERENCES items (key) ON DELETE CASCADE,
     data BLOB NOT NULL
 );
+-- Top-level scalar metadata values, indexed, for filters and facet counts.
+CREATE TABLE IF NOT EXISTS fields (
+    key   INTEGER NOT NULL REFERENCES items (key) ON DELETE CASCADE,
+    name  TEXT NOT NULL,
+    type  TEXT NOT NULL,
+    value,
+    PRIMARY KEY (key, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fields_lookup ON fields (name, type, value);
 CREATE TABLE IF NOT EXISTS tombstones (
     key INTEGER PRIMARY KEY,
     seq INTEGER NOT NULL
@@ -68,6 +78,19 @@ class CatalogStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        if self.get_meta("schema_version") != SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a catalogue written by an older version up to this schema."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM fields")
+            for key, metadata in db.execute("SELECT key, metadata FROM items").fetchall():
+                db.executemany(
+                    "INSERT INTO fields (key, name, type, value) VALUES (?, ?, ?, ?)",
+                    [(key, name, *typed) for name, typed in _scalar_fields(json.loads(metadata))],
+                )
+            self.set_meta(db, "schema_version", SCHEMA_VERSION)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -142,6 +165,11 @@ class CatalogStore:
                     "seq = ?, updated_at = ? WHERE key = ?",
                     (*values, now, key),
                 )
+            db.execute("DELETE FROM fields WHERE key = ?", (key,))
+            db.executemany(
+                "INSERT INTO fields (key, name, type, value) VALUES (?, ?, ?, ?)",
+                [(key, name, *typed) for name, typed in _scalar_fields(item.metadata)],
+            )
             if item.image is not None:
                 db.execute(
                     "INSERT INTO images (key, data) VALUES (?, ?) "
@@ -237,19 +265,30 @@ class CatalogStore:
         return [int(r[0]) for r in rows]
 
     def keys_matching(self, metadata_filter: MetadataFilter) -> np.ndarray:
-        """Keys whose metadata has every key = value; values compared with their JSON type."""
-        clauses: list[str] = []
+        """Keys whose metadata has every key = value, by JSON type (so "1" is not 1)."""
+        parts: list[str] = []
         params: list[Any] = []
         for name, value in metadata_filter.items():
-            condition, values = _json_condition(value)
-            clauses.append(
-                "EXISTS (SELECT 1 FROM json_each(items.metadata) j "
-                f"WHERE j.key = ? AND {condition})"
-            )
-            params.extend([name, *values])
-        where = " AND ".join(clauses) or "1"
-        rows = self.rows(f"SELECT key FROM items WHERE {where}", params)
+            value_type, stored = _typed(value)
+            parts.append("SELECT key FROM fields WHERE name = ? AND type = ? AND value IS ?")
+            params.extend([name, value_type, stored])
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        rows = self.rows(" INTERSECT ".join(parts), params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def facets(self, name: str, limit: int) -> list[tuple[object, int]]:
+        """(value, count) of one metadata key, most common first, from the fields index."""
+        rows = self.rows(
+            "SELECT type, value, COUNT(*) AS n FROM fields WHERE name = ? "
+            "GROUP BY type, value ORDER BY n DESC, value LIMIT ?",
+            (name, limit),
+        )
+        return [(_untyped(r[0], r[1]), int(r[2])) for r in rows]
+
+    def product_ids(self, product_id: str) -> list[str]:
+        rows = self.rows("SELECT id FROM items WHERE product_id = ? ORDER BY key", (product_id,))
+        return [str(r[0]) for r in rows]
 
     def iter_embeddings(
         self, *, after_seq: int = 0, batch: int = 50_000
@@ -273,12 +312,22 @@ class CatalogStore:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
 
-def _json_condition(value: object) -> tuple[str, list[object]]:
-    """SQL matching a json_each row to a filter value by JSON type, so "1" and 1 differ."""
+def _typed(value: object) -> tuple[str, object]:
+    """A JSON scalar as (type, SQLite value); numbers share a type so 1 matches 1.0."""
     if value is None:
-        return "j.type = 'null'", []
+        return "null", None
     if isinstance(value, bool):
-        return "j.type = ?", ["true" if value else "false"]
+        return ("true" if value else "false"), None
     if isinstance(value, int | float):
-        return "j.type IN ('integer', 'real') AND j.atom = ?", [value]
-    return "j.type = 'text' AND j.atom = ?", [str(value)]
+        return "number", value
+    return "text", str(value)
+
+
+def _untyped(value_type: str, value: object) -> object:
+    return {"true": True, "false": False, "null": None}.get(value_type, value)
+
+
+def _scalar_fields(metadata: Metadata) -> Iterator[tuple[str, tuple[str, object]]]:
+    for name, value in metadata.items():
+        if value is None or isinstance(value, str | int | float | bool):
+            yield name, _typed(value)

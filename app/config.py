@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     stored_image_size: int = Field(
         256, ge=16, le=2048, description="Longest side in pixels of the kept image copies."
     )
+    duplicate_threshold: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Score at which an upload counts as a copy of a catalogue item; unset = "
+        "model.json's calibrated duplicate_threshold (else max(match_threshold, 0.95)).",
+    )
     batch_max_size: int = Field(32, ge=1, description="Most images one encoder call embeds.")
     batch_max_wait_ms: float = Field(
         0.0,

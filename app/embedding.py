@@ -17,6 +17,7 @@ from app.batcher import MicroBatcher
 from app.config import Settings
 from app.images import decode_image, thumbnail_bytes, to_model_input
 from app.model_bundle import ModelInfo
+from app.regions import Box, crop
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,18 @@ class ImagePreparer:
         side = max(height, width, settings.stored_image_size if settings.keep_images else 0)
         self._draft = (max(width, side), max(height, side))
 
-    def prepare(self, data: bytes, *, keep_copy: bool = False) -> PreparedImage:
-        """Decode (raising the API's image errors) into model input and, optionally, a copy."""
-        image = decode_image(data, max_pixels=self._max_pixels, draft_size=self._draft)
+    def prepare(
+        self, data: bytes, *, keep_copy: bool = False, box: Box | None = None
+    ) -> PreparedImage:
+        """Decode (raising the API's image errors) into model input and, optionally, a copy.
+
+        A box is cut from the full-resolution decode (pixel boxes refer to the
+        original size, which JPEG draft decoding would change).
+        """
+        draft = None if box is not None else self._draft
+        image = decode_image(data, max_pixels=self._max_pixels, draft_size=draft)
+        if box is not None:
+            image = crop(image, box)
         pixels = to_model_input(image, self.model.image_size)
         stored = thumbnail_bytes(image, self._stored_side) if keep_copy and self._keep else None
         return PreparedImage(pixels=pixels, stored_copy=stored)
@@ -58,10 +68,12 @@ class ImageEmbedder:
         self._batcher = batcher
         self._pool = pool
 
-    async def prepare_async(self, data: bytes, *, keep_copy: bool = False) -> PreparedImage:
+    async def prepare_async(
+        self, data: bytes, *, keep_copy: bool = False, box: Box | None = None
+    ) -> PreparedImage:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, lambda: self.preparer.prepare(data, keep_copy=keep_copy)
+            self._pool, lambda: self.preparer.prepare(data, keep_copy=keep_copy, box=box)
         )
 
     async def embed_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
@@ -69,8 +81,8 @@ class ImageEmbedder:
             return np.zeros((0, self.preparer.model.embedding_dim), dtype=np.float32)
         return await self._batcher.embed(np.stack(pixels))
 
-    async def embed_bytes(self, data: bytes) -> np.ndarray:
-        """One upload's embedding, [D]."""
-        prepared = await self.prepare_async(data)
+    async def embed_bytes(self, data: bytes, box: Box | None = None) -> np.ndarray:
+        """One upload's embedding (or its boxed region's), [D]."""
+        prepared = await self.prepare_async(data, box=box)
         vectors = await self.embed_pixels([prepared.pixels])
         return vectors[0]

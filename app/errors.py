@@ -69,6 +69,13 @@ class InvalidField(LookalikeError):
     code = "invalid_field"
 
 
+class FeatureUnavailable(LookalikeError):
+    """The configured backend does not offer this feature."""
+
+    status = 501
+    code = "not_implemented"
+
+
 class NotReady(LookalikeError):
     status = 503
     code = "not_ready"
@@ -86,6 +93,13 @@ class CatalogBusy(LookalikeError):
 
     status = 409
     code = "catalog_busy"
+
+
+class Duplicate(LookalikeError):
+    """The upload nearly duplicates a catalogue item and on_duplicate=reject."""
+
+    status = 409
+    code = "duplicate"
 
 
 class ReindexBlocked(LookalikeError):

@@ -15,6 +15,8 @@ from app.catalog import Metadata, MetadataFilter
 from app.errors import InvalidField
 
 MAX_ID_LENGTH = 256
+# Paths under /index that are routes, not items.
+RESERVED_IDS = frozenset({"facets"})
 MAX_METADATA_BYTES = 16_384
 
 
@@ -24,6 +26,8 @@ def validate_id(value: str, field: str = "id") -> str:
         raise InvalidField(f"{field} must be 1 to {MAX_ID_LENGTH} characters long")
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise InvalidField(f"{field} must not contain control characters")
+    if value in RESERVED_IDS:
+        raise InvalidField(f"{field} {value!r} is reserved (GET /index/{value} is a route)")
     return value
 
 

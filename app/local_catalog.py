@@ -27,6 +27,7 @@ from app.catalog import (
     NewItem,
     StoredItem,
     UpsertOutcome,
+    deepen_until_k,
 )
 from app.catalog_store import CatalogStore
 from app.config import Settings
@@ -208,31 +209,67 @@ class LocalCatalog(Catalog):
         min_score: float | None = None,
         metadata_filter: MetadataFilter | None = None,
         exclude_ids: Sequence[str] = (),
+        group_by_product: bool = False,
     ) -> list[list[Hit]]:
         allowed = self._store.keys_matching(metadata_filter) if metadata_filter else None
         excluded = set(self._store.keys_of(exclude_ids))
-        depth = k + len(excluded)
-        with self._index_lock:
-            depth = max(1, min(depth, len(self._index)))
-            scores, keys = self._index.search(queries, depth, allowed=allowed)
-        found = {int(key) for key in keys.reshape(-1) if key >= 0}
-        described = self._store.describe(sorted(found))
-        results: list[list[Hit]] = []
-        for row_scores, row_keys in zip(scores, keys, strict=True):
-            hits: list[Hit] = []
-            for score, key in zip(row_scores, row_keys, strict=True):
-                item = described.get(int(key))
-                if key < 0 or item is None or int(key) in excluded:
-                    continue
-                if min_score is not None and score < min_score:
-                    break
-                hits.append(
-                    Hit(id=item[0], score=float(score), metadata=item[1], product_id=item[2])
-                )
-                if len(hits) == k:
-                    break
-            results.append(hits)
-        return results
+
+        def fetch(depth: int) -> list[tuple[list[Hit], bool]]:
+            with self._index_lock:
+                total = len(self._index) if allowed is None else len(allowed)
+                depth = max(1, min(depth + len(excluded), len(self._index)))
+                scores, keys = self._index.search(queries, depth, allowed=allowed)
+            described = self._store.describe(sorted({int(key) for key in keys.flat if key >= 0}))
+            rows: list[tuple[list[Hit], bool]] = []
+            for row_scores, row_keys in zip(scores, keys, strict=True):
+                hits: list[Hit] = []
+                more = depth < total
+                for score, key in zip(row_scores, row_keys, strict=True):
+                    item = described.get(int(key))
+                    if key < 0 or item is None or int(key) in excluded:
+                        continue
+                    if min_score is not None and score < min_score:
+                        more = False
+                        break
+                    item_id, metadata, product_id = item
+                    hits.append(Hit(item_id, float(score), metadata, product_id))
+                rows.append((hits, more))
+            return rows
+
+        return deepen_until_k(fetch, k, group_by_product=group_by_product)
+
+    def product_items(self, product_id: str) -> list[StoredItem]:
+        items = (self._store.get(i) for i in self._store.product_ids(product_id))
+        return [item for item in items if item is not None]
+
+    def delete_product(self, product_id: str) -> list[str]:
+        with self._write_lock:
+            with self._store.transaction() as db:
+                rows = db.execute(
+                    "SELECT key, id FROM items WHERE product_id = ?", (product_id,)
+                ).fetchall()
+                for key, _ in rows:
+                    self._store.delete_key(db, int(key))
+            if rows:
+                with self._index_lock:
+                    self._index.remove(np.array([r[0] for r in rows], dtype=np.int64))
+                self._after_write(len(rows))
+        return [str(r[1]) for r in rows]
+
+    def facets(self, key: str, limit: int) -> list[tuple[object, int]]:
+        return self._store.facets(key, limit)
+
+    def near_duplicate_pairs(self, threshold: float, neighbours: int) -> list[tuple[str, str]]:
+        pairs: set[tuple[int, int]] = set()
+        for keys, vectors in self._store.iter_embeddings(batch=2048):
+            with self._index_lock:
+                depth = min(neighbours + 1, len(self._index))
+                scores, found = self._index.search(vectors, depth)
+            for key, row_scores, row_keys in zip(map(int, keys), scores, found, strict=True):
+                close = row_keys[(row_scores >= threshold) & (row_keys != key) & (row_keys >= 0)]
+                pairs.update((min(key, o), max(key, o)) for o in map(int, close))
+        ids = self._store.describe(sorted({k for pair in pairs for k in pair}))
+        return [(ids[a][0], ids[b][0]) for a, b in pairs if a in ids and b in ids]
 
     def stats(self) -> CatalogStats:
         return CatalogStats(

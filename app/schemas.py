@@ -6,20 +6,32 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.catalog import Hit, StoredItem
+
 
 class ItemError(BaseModel):
     code: str = Field(description="Machine-readable error code.", examples=["invalid_image"])
     message: str = Field(description="What went wrong, for people.")
 
 
+class DuplicateOf(BaseModel):
+    id: str = Field(description="A catalogue item this upload nearly duplicates.")
+    score: float = Field(description="Their cosine similarity.")
+
+
 class IndexItemResult(BaseModel):
     id: str | None = Field(description="The item's id (derived from the bytes when not given).")
     filename: str | None = Field(None, description="The uploaded file's name, if it had one.")
-    status: Literal["created", "updated", "error"] = Field(
-        description="`created` for a new id, `updated` when it replaced an item, "
-        "`error` if it was not stored."
+    status: Literal["created", "updated", "skipped", "error"] = Field(
+        description="`created` for a new id, `updated` when it replaced an item, `skipped` "
+        "when `on_duplicate=skip` kept it out, `error` if it was refused."
     )
     error: ItemError | None = Field(None, description="Why this item was not stored.")
+    duplicates: list[DuplicateOf] = Field(
+        default_factory=list,
+        description="Items already in the catalogue scoring at least the model's "
+        "duplicate threshold against this upload, best first.",
+    )
 
 
 class IndexResponse(BaseModel):
@@ -31,10 +43,15 @@ class IndexResponse(BaseModel):
 
 class SearchHit(BaseModel):
     id: str = Field(examples=["sku-1"])
+    product_id: str | None = Field(None, description="The product the image shows, if given.")
     score: float = Field(
         description="Cosine similarity in [-1, 1]; higher is more similar.", examples=[0.97]
     )
     metadata: dict[str, Any] = Field(description="The metadata stored with the item.")
+
+    @classmethod
+    def of(cls, hit: Hit) -> SearchHit:
+        return cls(id=hit.id, product_id=hit.product_id, score=hit.score, metadata=hit.metadata)
 
 
 class SearchResponse(BaseModel):
@@ -62,6 +79,18 @@ class ItemResponse(BaseModel):
     updated_at: str = Field(description="ISO 8601 UTC time of the last upsert.")
     has_image: bool = Field(description="Whether a kept copy is served at /index/{id}/image.")
 
+    @classmethod
+    def of(cls, item: StoredItem) -> ItemResponse:
+        return cls(
+            id=item.id,
+            metadata=item.metadata,
+            product_id=item.product_id,
+            model_id=item.model_id,
+            created_at=item.created_at,
+            updated_at=item.updated_at,
+            has_image=item.has_image,
+        )
+
 
 class DeleteResponse(BaseModel):
     id: str
@@ -84,3 +113,38 @@ class Readiness(BaseModel):
     status: str = Field(examples=["ready"])
     model_id: str
     items: int
+
+
+class ProductResponse(BaseModel):
+    product_id: str
+    items: list[ItemResponse] = Field(description="The product's images, oldest first.")
+
+
+class ProductDeleteResponse(BaseModel):
+    product_id: str
+    deleted: list[str] = Field(description="Ids of the images removed.")
+
+
+class FacetValue(BaseModel):
+    value: Any
+    count: int
+
+
+class FacetsResponse(BaseModel):
+    key: str
+    values: list[FacetValue] = Field(description="Most common first.")
+
+
+class DuplicateCluster(BaseModel):
+    ids: list[str]
+    size: int
+
+
+class DuplicatesResponse(BaseModel):
+    threshold: float = Field(
+        description="Cosine similarity at or above which images count as copies."
+    )
+    clusters: list[DuplicateCluster] = Field(description="Largest first.")
+    total: int = Field(description="Clusters in the whole catalogue.")
+    page: int
+    page_size: int

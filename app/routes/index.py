@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.catalog import Metadata, NewItem
 from app.dependencies import CatalogDep, StateDep
-from app.embedding import PreparedImage
 from app.errors import (
     Forbidden,
     InvalidField,
     InvalidImage,
-    LookalikeError,
     NotFound,
     NotReady,
     PayloadTooLarge,
@@ -24,15 +20,14 @@ from app.errors import (
     UnsupportedMediaType,
     error_responses,
 )
-from app.form_fields import derive_id, parse_metadata, validate_id
 from app.images import THUMBNAIL_MEDIA_TYPE
-from app.routes.uploads import read_upload
+from app.indexing import OnDuplicate, index_uploads
 from app.schemas import (
     DeleteResponse,
-    IndexItemResult,
+    FacetsResponse,
+    FacetValue,
     IndexResponse,
     IndexStats,
-    ItemError,
     ItemResponse,
     SearchHit,
     SearchResponse,
@@ -40,15 +35,6 @@ from app.schemas import (
 from app.security import ReadAccess, WriteAccess
 
 router = APIRouter(prefix="/index", tags=["catalogue"])
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """An upload decoded and validated, waiting for its embedding."""
-
-    item_id: str
-    metadata: Metadata
-    image: PreparedImage
 
 
 ItemId = Annotated[str, Path(description="The item's id (any Unicode, 1-256 characters).")]
@@ -92,64 +78,33 @@ async def index_images(
             examples=['{"name": "red shoe", "category": "shoes"}'],
         ),
     ] = None,
+    product_id: Annotated[
+        list[str] | None,
+        Form(
+            description="The product each image shows (one per file, or one for all); a "
+            "product has many images and `group_by=product` searches return one per product.",
+        ),
+    ] = None,
+    on_duplicate: Annotated[
+        OnDuplicate,
+        Form(
+            description="What to do with an upload that nearly duplicates a catalogue item "
+            "(score >= the model's duplicate threshold): `allow` stores it and reports the "
+            "duplicates, `skip` does not store it, `reject` refuses it with 409."
+        ),
+    ] = "allow",
 ) -> IndexResponse:
     """Embeds every file and stores it with its id and metadata.
 
     With one file, a bad upload is answered with its error status. With several,
     the good ones are stored, the answer is 207 and each refused item says why.
+    Every item lists the catalogue items it nearly duplicates.
     """
-    settings = state.settings
-    if len(file) > settings.max_files_per_request:
-        raise PayloadTooLarge(
-            f"at most {settings.max_files_per_request} files per request "
-            "(LOOKALIKE_MAX_FILES_PER_REQUEST)"
-        )
-    ids = id or []
-    metas = metadata or []
-    if ids and len(ids) != len(file):
-        raise InvalidField(f"got {len(ids)} ids for {len(file)} files; give one per file or none")
-    if len(metas) not in (0, 1, len(file)):
-        raise InvalidField(f"got {len(metas)} metadata fields for {len(file)} files")
-    single = len(file) == 1
-
-    async def prepare(i: int, upload: UploadFile) -> _Pending | LookalikeError:
-        try:
-            data = await read_upload(upload, settings.max_file_bytes)
-            item_id = validate_id(ids[i], f"id[{i}]") if ids else derive_id(data)
-            meta_text = metas[i] if len(metas) == len(file) else (metas[0] if metas else None)
-            meta = parse_metadata(meta_text, "metadata" if single else f"metadata[{i}]")
-            image = await state.embedder.prepare_async(data, keep_copy=True)
-        except LookalikeError as exc:
-            if single:
-                raise
-            return exc
-        return _Pending(item_id, meta, image)
-
-    pending = await asyncio.gather(*(prepare(i, f) for i, f in enumerate(file)))
-    good = [p for p in pending if isinstance(p, _Pending)]
-    vectors = await state.embedder.embed_pixels([p.image.pixels for p in good])
-    items = [
-        NewItem(id=p.item_id, embedding=v, metadata=p.metadata, image=p.image.stored_copy)
-        for p, v in zip(good, vectors, strict=True)
-    ]
-    outcomes = iter(await run_in_threadpool(state.catalog.upsert, items))
-    results: list[IndexItemResult] = []
-    for upload, p in zip(file, pending, strict=True):
-        if isinstance(p, LookalikeError):
-            error = ItemError(code=p.code, message=p.message)
-            results.append(
-                IndexItemResult(id=None, filename=upload.filename, status="error", error=error)
-            )
-        else:
-            outcome = next(outcomes)
-            status: Literal["created", "updated"] = "created" if outcome.created else "updated"
-            results.append(IndexItemResult(id=outcome.id, filename=upload.filename, status=status))
-    failed = len(file) - len(items)
-    if failed:
-        response.status_code = 207
-    return IndexResponse(
-        indexed=len(items), failed=failed, items=results, model_id=state.model.model_id
+    body, status = await index_uploads(
+        state, file, id or [], metadata or [], product_id or [], on_duplicate
     )
+    response.status_code = status
+    return body
 
 
 @router.get("", summary="Catalogue statistics", dependencies=[ReadAccess])
@@ -161,6 +116,25 @@ async def index_stats(catalog: CatalogDep) -> IndexStats:
         model_id=stats.model_id,
         backend=stats.backend,
         index_type=stats.index_type,
+    )
+
+
+@router.get(
+    "/facets",
+    summary="Values of a metadata key with their counts",
+    dependencies=[ReadAccess],
+    responses=error_responses(InvalidField, Unauthorized, Forbidden, NotReady),
+)
+async def facets(
+    catalog: CatalogDep,
+    key: Annotated[str, Query(min_length=1, max_length=256, description="Metadata key.")],
+    limit: Annotated[int, Query(ge=1, le=1000, description="Most values returned.")] = 100,
+) -> FacetsResponse:
+    """Counts come from an index of metadata values, so they cost one indexed query."""
+    values = await run_in_threadpool(catalog.facets, key, limit)
+    return FacetsResponse(
+        key=key,
+        values=[FacetValue(value=v, count=n) for v, n in values],
     )
 
 
@@ -184,7 +158,7 @@ async def similar_items(
         lambda: state.catalog.search(vector[None, :], k, exclude_ids=[item_id])[0]
     )
     return SearchResponse(
-        results=[SearchHit(id=h.id, score=h.score, metadata=h.metadata) for h in hits],
+        results=[SearchHit.of(h) for h in hits],
         k=k,
         model_id=state.model.model_id,
         took_ms=round((loop.time() - started) * 1000, 3),
@@ -220,15 +194,7 @@ async def get_item(catalog: CatalogDep, item_id: ItemId) -> ItemResponse:
     item = await run_in_threadpool(catalog.get, item_id)
     if item is None:
         raise NotFound(f"no item with id {item_id!r}")
-    return ItemResponse(
-        id=item.id,
-        metadata=item.metadata,
-        product_id=item.product_id,
-        model_id=item.model_id,
-        created_at=item.created_at,
-        updated_at=item.updated_at,
-        has_image=item.has_image,
-    )
+    return ItemResponse.of(item)
 
 
 @router.delete(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -21,11 +21,18 @@ from app.errors import (
     error_responses,
 )
 from app.form_fields import parse_filter
+from app.regions import parse_box
 from app.routes.uploads import read_upload
 from app.schemas import SearchHit, SearchResponse, SimilarityResponse
 from app.security import ReadAccess
 
 router = APIRouter(tags=["search"])
+
+BOX_FIELD = Form(
+    description="Embed only this region: `x0,y0,x1,y1` in pixels of the upright image, or as "
+    "fractions of its width and height when all four are between 0 and 1.",
+    examples=["0.1,0.2,0.6,0.9", "40,60,360,420"],
+)
 
 IMAGE_ERRORS = error_responses(
     InvalidImage,
@@ -60,18 +67,31 @@ async def search(
             examples=['{"category": "shoes"}'],
         ),
     ] = None,
+    group_by: Annotated[
+        Literal["product"] | None,
+        Form(
+            description="`product`: the best image per product, k products (items without a "
+            "product_id count as their own product)."
+        ),
+    ] = None,
+    box: Annotated[str | None, BOX_FIELD] = None,
 ) -> SearchResponse:
     started = time.perf_counter()
     metadata_filter = parse_filter(filter)
+    region = parse_box(box)
     data = await read_upload(file, state.settings.max_file_bytes)
-    vector = await state.embedder.embed_bytes(data)
+    vector = await state.embedder.embed_bytes(data, region)
     hits = await run_in_threadpool(
         lambda: state.catalog.search(
-            vector[None, :], k, min_score=min_score, metadata_filter=metadata_filter
+            vector[None, :],
+            k,
+            min_score=min_score,
+            metadata_filter=metadata_filter,
+            group_by_product=group_by == "product",
         )[0]
     )
     return SearchResponse(
-        results=[SearchHit(id=h.id, score=h.score, metadata=h.metadata) for h in hits],
+        results=[SearchHit.of(h) for h in hits],
         k=k,
         model_id=state.model.model_id,
         took_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -96,11 +116,16 @@ async def similarity(
             description="Override the model's calibrated match threshold for this request.",
         ),
     ] = None,
+    box: Annotated[str | None, BOX_FIELD] = None,
+    box_b: Annotated[str | None, Form(description="A box in `file_b`, like `box`.")] = None,
 ) -> SimilarityResponse:
+    """`box` crops `file_a` (the query); `box_b` crops `file_b`."""
     limit = state.settings.max_file_bytes
+    region_a, region_b = parse_box(box), parse_box(box_b)
     data_a, data_b = await read_upload(file_a, limit), await read_upload(file_b, limit)
     image_a, image_b = await asyncio.gather(
-        state.embedder.prepare_async(data_a), state.embedder.prepare_async(data_b)
+        state.embedder.prepare_async(data_a, box=region_a),
+        state.embedder.prepare_async(data_b, box=region_b),
     )
     vectors = await state.embedder.embed_pixels([image_a.pixels, image_b.pixels])
     score = float(min(1.0, max(-1.0, float(vectors[0] @ vectors[1]))))
