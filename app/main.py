@@ -26,7 +26,7 @@ from app.errors import install_error_handlers
 from app.model_bundle import read_model_info
 from app.observability import Metrics, ObservabilityMiddleware
 from app.request_limits import BodyLimitMiddleware
-from app.routes import health, index, search
+from app.routes import health, index, page, search
 
 log = logging.getLogger("lookalike")
 
@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(index.router)
     app.include_router(search.router)
     app.include_router(health.router)
+    app.include_router(page.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.cors_origins:
         app.add_middleware(
