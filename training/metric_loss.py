@@ -6,6 +6,9 @@ classification head) expose them as `trainable_variables`: the trainer
 differentiates w.r.t. `encoder.trainable_variables + loss.trainable_variables`,
 and those weights never become part of the exported encoder. Stateless losses
 still work in `model.compile(loss=SupConLoss())`: Keras wraps any callable.
+A model saved while compiled with one of them records the loss in its file,
+and `keras.saving.load_model` then needs this package (or `compile=False`),
+so export the encoder uncompiled.
 """
 
 from __future__ import annotations
