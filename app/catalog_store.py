@@ -61,6 +61,19 @@ CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones (seq);
 """
 
 
+def peek_meta(path: Path) -> dict[str, str]:
+    """The catalogue's meta table read-only, without taking it over (empty if none)."""
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        db.close()
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -16,6 +17,10 @@ from app.encoder import Encoder
 from app.errors import NotReady
 from app.model_bundle import ModelInfo
 from app.observability import Metrics
+from app.serving_gate import ServingGate
+
+if TYPE_CHECKING:
+    from app.online_reindex import OnlineReindex
 
 
 @dataclass
@@ -29,26 +34,30 @@ class AppState:
     pool: ThreadPoolExecutor
     batcher: MicroBatcher
     model_pool: ThreadPoolExecutor
+    gate: ServingGate = field(default_factory=ServingGate)
+    reindex: OnlineReindex | None = None
     ready: bool = True
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AsyncIterator[AppState]:
+    """The app's state, held through the serving gate for the whole request."""
     state: AppState | None = getattr(request.app.state, "lookalike", None)
     if state is None or not state.ready:
         raise NotReady("the service is starting or stopping; retry shortly")
-    return state
+    async with state.gate.use():
+        yield state
 
 
-def get_catalog(request: Request) -> Catalog:
-    return get_state(request).catalog
+def get_catalog(state: Annotated[AppState, Depends(get_state)]) -> Catalog:
+    return state.catalog
 
 
-def get_embedder(request: Request) -> ImageEmbedder:
-    return get_state(request).embedder
+def get_embedder(state: Annotated[AppState, Depends(get_state)]) -> ImageEmbedder:
+    return state.embedder
 
 
-def get_model(request: Request) -> ModelInfo:
-    return get_state(request).model
+def get_model(state: Annotated[AppState, Depends(get_state)]) -> ModelInfo:
+    return state.model
 
 
 def get_settings(request: Request) -> Settings:

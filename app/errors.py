@@ -102,6 +102,13 @@ class Duplicate(LookalikeError):
     code = "duplicate"
 
 
+class ReindexBusy(LookalikeError):
+    """A reindex is already running."""
+
+    status = 409
+    code = "reindex_running"
+
+
 class ReindexBlocked(LookalikeError):
     """Some items cannot be re-embedded: they have no kept image copy."""
 

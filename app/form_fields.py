@@ -16,7 +16,9 @@ from app.errors import InvalidField
 
 MAX_ID_LENGTH = 256
 # Paths under /index that are routes, not items.
-RESERVED_IDS = frozenset({"facets"})
+# Paths under /index that are routes, not items; "." and ".." are rewritten by
+# every HTTP client before a request leaves, so no URL could reach them.
+RESERVED_IDS = frozenset({"facets", ".", ".."})
 MAX_METADATA_BYTES = 16_384
 
 
@@ -27,7 +29,7 @@ def validate_id(value: str, field: str = "id") -> str:
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise InvalidField(f"{field} must not contain control characters")
     if value in RESERVED_IDS:
-        raise InvalidField(f"{field} {value!r} is reserved (GET /index/{value} is a route)")
+        raise InvalidField(f"{field} {value!r} is reserved: no /index/{{id}} URL can name it")
     return value
 
 

@@ -33,7 +33,7 @@ from app.catalog_store import CatalogStore
 from app.config import Settings
 from app.data_lock import DataDirLock
 from app.errors import InvalidField, ModelMismatch
-from app.vector_index import build_index
+from app.vector_index import VectorIndex, build_index
 
 log = logging.getLogger("lookalike.catalog")
 
@@ -157,6 +157,23 @@ class LocalCatalog(Catalog):
             self._snapshot_job is None or self._snapshot_job.done()
         ):
             self._snapshot_job = self._snapshotter.submit(self.snapshot)
+
+    # model switch (online reindex) ---------------------------------------------
+
+    @property
+    def store(self) -> CatalogStore:
+        return self._store
+
+    def new_index(self, dim: int) -> VectorIndex:
+        return build_index(self._settings, dim)
+
+    def adopt(self, model_id: str, index: VectorIndex) -> None:
+        """Serve another model's index; the caller has switched the rows already."""
+        with self._write_lock, self._index_lock:
+            self._model_id = model_id
+            self._dim = index.dim
+            self._index = index
+            self._changes_since_snapshot = max(1, self._changes_since_snapshot)
 
     # the interface ----------------------------------------------------------
 

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from app.bulk_embed import embed_stream
 from app.catalog_store import CatalogStore
 from app.embedding import ImagePreparer
@@ -115,6 +117,25 @@ class Reindexer:
                 on_progress(len(batch.tokens), len(batch.failures))
         return missing
 
+    def fresh_embeddings(
+        self, *, after_seq: int = 0, batch: int = 50_000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(keys, new vectors) of live rows whose new embedding is up to date."""
+        last = 0
+        while True:
+            rows = self._store.rows(
+                "SELECT r.key, r.embedding FROM reindex_embeddings r "
+                "JOIN items i ON i.key = r.key AND i.seq = r.seq "
+                "WHERE i.seq > ? AND r.key > ? ORDER BY r.key LIMIT ?",
+                (after_seq, last, batch),
+            )
+            if not rows:
+                return
+            keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            yield keys, vectors.reshape(len(rows), -1)
+            last = int(keys[-1])
+
     def switch(self, *, drop_missing: bool = False) -> ReindexResult:
         """Move every row to the new model in one transaction, or change nothing."""
         with self._store.transaction() as db:
@@ -139,6 +160,7 @@ class Reindexer:
             )
             self._store.set_meta(db, "model_id", self._model.model_id)
             self._store.set_meta(db, "embedding_dim", str(self._model.embedding_dim))
+            self._store.set_meta(db, "model_dir", str(self._model.path))
             db.execute("DELETE FROM reindex_embeddings")
             db.execute("DELETE FROM meta WHERE key = 'reindex_model_id'")
             count = int(db.execute("SELECT COUNT(*) FROM items").fetchone()[0])

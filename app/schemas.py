@@ -97,12 +97,39 @@ class DeleteResponse(BaseModel):
     deleted: bool = True
 
 
+class ReindexState(BaseModel):
+    phase: str = Field(
+        description="`embedding`, `building`, `switching`, `done` or `failed`.", examples=["done"]
+    )
+    model_dir: str
+    model_id: str | None = Field(description="The new model's id, once read.")
+    total: int = Field(description="Items to re-embed when it started.")
+    done: int
+    failed: int = Field(description="Kept copies that could not be decoded.")
+    error: str | None = None
+
+    @classmethod
+    def of(cls, status: Any) -> ReindexState:
+        return cls(
+            phase=status.phase,
+            model_dir=status.model_dir,
+            model_id=status.model_id,
+            total=status.total,
+            done=status.done,
+            failed=status.failed,
+            error=status.error,
+        )
+
+
 class IndexStats(BaseModel):
     count: int = Field(description="Items in the catalogue.")
     embedding_dim: int
     model_id: str | None
     backend: str = Field(description="`local` (SQLite + FAISS) or `milvus`.")
     index_type: str = Field(description="Vector index in use, e.g. `flat` or `hnsw`.")
+    reindex: ReindexState | None = Field(
+        None, description="The last online reindex started since the service started."
+    )
 
 
 class Health(BaseModel):

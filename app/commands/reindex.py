@@ -1,15 +1,19 @@
-"""`python -m app reindex --model DIR`: move the local catalogue to a new model.
+"""`python -m app reindex --model DIR`: move the catalogue to a new model.
 
-Re-embeds the kept image copies with the new model (resumable), then switches
-every row in one transaction. Run it with the server stopped, then start the
-server with LOOKALIKE_MODEL_DIR pointing at the new model.
+With the server running, it asks the server to reindex online (the service
+keeps answering with the old model and switches atomically) and follows the
+progress. With the server stopped, it does the same work itself. Either way
+new embeddings come from the kept image copies, and a crash leaves either the
+old or the new catalogue complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
+import httpx
 from tqdm import tqdm
 
 from app.catalog_store import CatalogStore
@@ -17,7 +21,7 @@ from app.config import Settings
 from app.data_lock import DataDirLock
 from app.embedding import ImagePreparer
 from app.encoder import Encoder
-from app.errors import InvalidField
+from app.errors import CatalogBusy, InvalidField
 from app.local_catalog import SNAPSHOT_FILE, SNAPSHOT_META
 from app.model_bundle import read_model_info
 from app.reindex import Reindexer
@@ -28,16 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drop-missing",
         action="store_true",
-        help="delete items that have no kept image copy instead of refusing to switch",
+        help="offline only: delete items that have no kept image copy instead of refusing",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
+    parser.add_argument(
+        "--url",
+        help="the running server to ask (default: http://LOOKALIKE_HOST:LOOKALIKE_PORT)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.backend != "local":
         raise InvalidField("reindex works on the local backend (LOOKALIKE_BACKEND=local)")
     model = read_model_info(args.model)
-    lock = DataDirLock(settings.data_dir, "python -m app reindex")
+    try:
+        lock = DataDirLock(settings.data_dir, "python -m app reindex")
+    except CatalogBusy:
+        return _online(args, settings)
     store = CatalogStore(settings.database_path)
     try:
         if store.get_meta("model_id") == model.model_id:
@@ -59,6 +70,33 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"switched {result.items} items to model {result.model_id[:12]}"
         + (f", dropped {result.dropped} without a usable copy" if result.dropped else "")
-        + f"; now serve with LOOKALIKE_MODEL_DIR={args.model}"
+        + f"; serve with LOOKALIKE_MODEL_DIR={args.model}"
+    )
+    return 0
+
+
+def _online(args: argparse.Namespace, settings: Settings) -> int:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = args.url or f"http://{host}:{settings.port}"
+    headers = {"X-API-Key": settings.api_key[0]} if settings.api_key else {}
+    print(f"the catalogue is in use by a running server; asking {url} to reindex online")
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        r = client.post("/admin/reindex", data={"model_dir": str(args.model.resolve())})
+        if r.status_code != 202:
+            raise InvalidField(f"the server refused: {r.status_code} {r.text}")
+        with tqdm(unit="img", desc="reindex (online)") as progress:
+            while True:
+                status = client.get("/index").json()["reindex"]
+                progress.total = status["total"]
+                progress.update(status["done"] + status["failed"] - progress.n)
+                if status["phase"] in ("done", "failed"):
+                    break
+                time.sleep(0.5)
+    if status["phase"] == "failed":
+        print(f"reindex failed, the old model still serves: {status['error']}")
+        return 1
+    print(
+        f"the server now serves model {status['model_id'][:12]}; "
+        f"set LOOKALIKE_MODEL_DIR={args.model} for its next start"
     )
     return 0

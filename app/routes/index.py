@@ -29,6 +29,7 @@ from app.schemas import (
     IndexResponse,
     IndexStats,
     ItemResponse,
+    ReindexState,
     SearchHit,
     SearchResponse,
 )
@@ -107,15 +108,17 @@ async def index_images(
     return body
 
 
-@router.get("", summary="Catalogue statistics", dependencies=[ReadAccess])
-async def index_stats(catalog: CatalogDep) -> IndexStats:
-    stats = await run_in_threadpool(catalog.stats)
+@router.get("", summary="Catalogue statistics and reindex progress", dependencies=[ReadAccess])
+async def index_stats(state: StateDep) -> IndexStats:
+    stats = await run_in_threadpool(state.catalog.stats)
+    reindex = state.reindex.status if state.reindex is not None else None
     return IndexStats(
         count=stats.count,
         embedding_dim=stats.embedding_dim,
         model_id=stats.model_id,
         backend=stats.backend,
         index_type=stats.index_type,
+        reindex=ReindexState.of(reindex) if reindex is not None else None,
     )
 
 
