@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import faiss
 from fastapi import FastAPI
@@ -18,15 +19,17 @@ from starlette.concurrency import run_in_threadpool
 
 from app.batcher import MicroBatcher
 from app.catalog import open_catalog
+from app.catalog_store import peek_meta
 from app.config import Settings
 from app.dependencies import AppState
 from app.embedding import ImageEmbedder, ImagePreparer
 from app.encoder import Encoder
-from app.errors import install_error_handlers
-from app.model_bundle import read_model_info
+from app.errors import ModelDirectoryError, install_error_handlers
+from app.model_bundle import ModelInfo, read_model_info
 from app.observability import Metrics, ObservabilityMiddleware
+from app.online_reindex import OnlineReindex
 from app.request_limits import BodyLimitMiddleware
-from app.routes import health, index, page, search
+from app.routes import admin, duplicates, health, index, page, products, search
 
 log = logging.getLogger("lookalike")
 
@@ -40,10 +43,38 @@ service is configured with `LOOKALIKE_API_KEY`.
 """
 
 
+def serving_model(settings: Settings) -> ModelInfo:
+    """The configured model, unless an online reindex moved the catalogue to another.
+
+    A reindex records the new model's directory in the catalogue, so a restart
+    (even a crash right after the switch) keeps serving the model the
+    catalogue's embeddings belong to instead of refusing to start.
+    """
+    configured = read_model_info(settings.model_dir)
+    if settings.backend != "local":
+        return configured
+    meta = peek_meta(settings.database_path)
+    recorded_id, recorded_dir = meta.get("model_id"), meta.get("model_dir")
+    if recorded_dir is None or recorded_id in (None, configured.model_id):
+        return configured
+    try:
+        recorded = read_model_info(Path(recorded_dir))
+    except ModelDirectoryError:
+        return configured
+    if recorded.model_id != recorded_id:
+        return configured
+    log.warning(
+        "the catalogue was reindexed to %s: serving that model; set LOOKALIKE_MODEL_DIR=%s",
+        recorded_dir,
+        recorded_dir,
+    )
+    return recorded
+
+
 def _build_state(settings: Settings, metrics: Metrics) -> AppState:
     threads = settings.thread_count
     faiss.omp_set_num_threads(threads)
-    model = read_model_info(settings.model_dir)
+    model = serving_model(settings)
     catalog = open_catalog(settings, model_id=model.model_id, embedding_dim=model.embedding_dim)
     try:
         encoder = Encoder(model, threads=threads, warmup_batch=settings.batch_max_size)
@@ -83,6 +114,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "the catalogue"
         )
     state = await run_in_threadpool(_build_state, settings, app.state.metrics)
+    state.reindex = OnlineReindex(state)
     await state.batcher.start()
     app.state.lookalike = state
     log.info(
@@ -96,6 +128,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         state.ready = False
+        if state.reindex is not None:
+            await state.reindex.cancel()
         await state.batcher.stop()
         state.pool.shutdown(wait=True)
         state.model_pool.shutdown(wait=True)
@@ -117,7 +151,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(index.router)
     app.include_router(search.router)
+    app.include_router(products.router)
+    app.include_router(duplicates.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     app.include_router(page.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.cors_origins:
