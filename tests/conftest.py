@@ -80,16 +80,54 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+BACKENDS = ("local", "milvus")
+# For tests of one backend's own machinery (FAISS snapshots, SQLite under kill -9).
+local_only = pytest.mark.parametrize("backend", ["local"])
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test that builds settings runs once per catalogue backend."""
+    return str(request.param)
+
+
+def backend_env(backend: str, data_dir: Path) -> dict[str, str]:
+    """LOOKALIKE_* variables selecting a backend; Milvus is Milvus Lite in the data directory.
+
+    The FLAT index keeps Milvus' answers exact, as the local default is, so the
+    same assertions hold on both.
+    """
+    if backend == "local":
+        return {}
+    return {
+        "LOOKALIKE_BACKEND": "milvus",
+        "LOOKALIKE_MILVUS_URI": str(data_dir / "milvus.db"),
+        "LOOKALIKE_MILVUS_INDEX_TYPE": "FLAT",
+        "LOOKALIKE_MILVUS_INDEX_PARAMS": "{}",
+        "LOOKALIKE_MILVUS_SEARCH_PARAMS": "{}",
+    }
+
+
 @pytest.fixture
-def make_settings(model_dir: Path, data_dir: Path):
+def make_settings(model_dir: Path, data_dir: Path, backend: str):
     from app.config import Settings
+
+    chosen = {
+        name.removeprefix("LOOKALIKE_").lower(): value
+        for name, value in backend_env(backend, data_dir).items()
+    }
 
     def make(**overrides: object) -> Settings:
         values: dict[str, Any] = {"model_dir": model_dir, "data_dir": data_dir, "threads": 2}
+        values.update(chosen)
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
-    return make
+    yield make
+    if "milvus_uri" in chosen:
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(chosen["milvus_uri"])
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.errors import ModelMismatch
 from app.main import create_app
-from tests.conftest import image_bytes
+from tests.conftest import backend_env, image_bytes, local_only
 from tests.live_server import live_server, start_server
 
 
@@ -41,6 +41,7 @@ def test_restart_keeps_the_catalogue(make_settings) -> None:
         assert c.get("/index/i5").status_code == 404
 
 
+@local_only
 def test_snapshot_plus_replay_matches_sqlite(make_settings, data_dir: Path) -> None:
     settings = make_settings(snapshot_every=3)
     with TestClient(create_app(settings)) as c:
@@ -72,7 +73,9 @@ def test_a_different_model_is_refused(make_settings, other_model_dir: Path) -> N
         pass
 
 
-def test_write_survives_kill_9(tmp_path: Path, model_dir: Path) -> None:
+@local_only
+def test_write_survives_kill_9(tmp_path: Path, model_dir: Path, backend: str) -> None:
+    """SQLite's durability under kill -9; with Milvus that is the Milvus server's job."""
     env = {"LOOKALIKE_MODEL_DIR": str(model_dir), "LOOKALIKE_DATA_DIR": str(tmp_path / "data")}
     server = start_server(env, tmp_path / "first.log")
     try:
@@ -91,9 +94,11 @@ def test_write_survives_kill_9(tmp_path: Path, model_dir: Path) -> None:
         assert c.get("/index/i1").status_code == 404
 
 
+@local_only
 def test_server_refuses_to_start_on_a_model_mismatch(
-    tmp_path: Path, model_dir: Path, other_model_dir: Path
+    tmp_path: Path, model_dir: Path, other_model_dir: Path, backend: str
 ) -> None:
+    """The process exits with the message; test_a_different_model_is_refused covers Milvus."""
     data = str(tmp_path / "data")
     with live_server(
         {"LOOKALIKE_MODEL_DIR": str(model_dir), "LOOKALIKE_DATA_DIR": data}, tmp_path / "a.log"
@@ -108,8 +113,15 @@ def test_server_refuses_to_start_on_a_model_mismatch(
     assert "python -m app reindex" in server.output()
 
 
-def test_concurrent_writes_and_searches_stay_consistent(tmp_path: Path, model_dir: Path) -> None:
-    env = {"LOOKALIKE_MODEL_DIR": str(model_dir), "LOOKALIKE_DATA_DIR": str(tmp_path / "data")}
+def test_concurrent_writes_and_searches_stay_consistent(
+    tmp_path: Path, model_dir: Path, backend: str
+) -> None:
+    data = tmp_path / "data"
+    env = {
+        "LOOKALIKE_MODEL_DIR": str(model_dir),
+        "LOOKALIKE_DATA_DIR": str(data),
+        **backend_env(backend, data),
+    }
     errors: list[str] = []
     with live_server(env, tmp_path / "server.log") as server:
 
@@ -124,9 +136,8 @@ def test_concurrent_writes_and_searches_stay_consistent(tmp_path: Path, model_di
                     )
                     if r.status_code != 200:
                         errors.append(r.text)
-                    if i % 2:
-                        if c.delete(f"/index/w{n}-{i - 1}").status_code != 200:
-                            errors.append(f"delete w{n}-{i - 1}")
+                    if i % 2 and c.delete(f"/index/w{n}-{i - 1}").status_code != 200:
+                        errors.append(f"delete w{n}-{i - 1}")
                     if (
                         c.post(
                             "/search", files={"file": ("q.png", image_bytes(i))}, data={"k": "5"}
