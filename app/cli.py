@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the HTTP API (configured by LOOKALIKE_* variables)"),
     "import": ("import_folder", "index a folder of images (resumable)"),
     "reindex": ("reindex", "re-embed the catalogue with a new model (resumable, atomic)"),
+    "migrate": ("migrate", "copy the local catalogue into Milvus (resumable)"),
 }
 
 

@@ -67,9 +67,12 @@ def _json_object(text: str, setting: str) -> dict[str, Any]:
 
 
 def reindex_hint(settings: Settings) -> str:
+    # `reindex` works on a local catalogue; a collection is re-filled from one.
     return (
-        f"re-embed the stored images with `python -m app reindex --model {settings.model_dir}`, "
-        "or set LOOKALIKE_MILVUS_COLLECTION to another collection"
+        "re-embed the local catalogue with "
+        f"`python -m app reindex --model {settings.model_dir}` and copy it into a new "
+        "collection with `python -m app migrate --to milvus`, or set "
+        "LOOKALIKE_MILVUS_COLLECTION to another collection"
     )
 
 
@@ -263,9 +266,6 @@ class MilvusCatalog(Catalog):
     def upsert(self, items: Sequence[NewItem]) -> list[UpsertOutcome]:
         if not items:
             return []
-        vectors = [np.asarray(i.embedding, dtype=np.float32).reshape(-1) for i in items]
-        if any(v.shape[0] != self._dim for v in vectors):
-            raise InvalidField(f"embeddings must have {self._dim} dimensions")
         unique_ids = list(dict.fromkeys(i.id for i in items))
         created_at = {
             r["id"]: r["created_at"]
@@ -274,24 +274,43 @@ class MilvusCatalog(Catalog):
         now = _now()
         outcomes: list[UpsertOutcome] = []
         rows: dict[str, dict[str, Any]] = {}
-        for item, vector in zip(items, vectors, strict=True):
-            _check_integers(item.metadata)
+        for item in items:
             outcomes.append(UpsertOutcome(id=item.id, created=item.id not in created_at))
             created_at.setdefault(item.id, now)
             # Last write wins when one request repeats an id.
-            rows[item.id] = {
-                "id": item.id,
-                "embedding": vector.tolist(),
-                "metadata": item.metadata,
-                "product_id": item.product_id,
-                "model_id": self._model_id,
-                "created_at": created_at[item.id],
-                "updated_at": now,
-                "has_image": item.image is not None,
-                "image": None if item.image is None else encode_image(item.image),
-            }
+            rows[item.id] = self._row(item, created_at[item.id], now)
         self._client.upsert(self._name, list(rows.values()))
         return outcomes
+
+    def restore(self, items: Sequence[NewItem], stamps: Sequence[tuple[str, str]]) -> None:
+        """Write items with the (created_at, updated_at) they had elsewhere, for a migration."""
+        rows = [self._row(i, *stamp) for i, stamp in zip(items, stamps, strict=True)]
+        if rows:
+            self._client.upsert(self._name, rows)
+
+    def updated_at(self, item_ids: Sequence[str]) -> dict[str, str]:
+        """When each id that is here was last written; the ids absent are missing."""
+        if not item_ids:
+            return {}
+        rows = self._query(field_in("id", item_ids), ["id", "updated_at"])
+        return {r["id"]: r["updated_at"] for r in rows}
+
+    def _row(self, item: NewItem, created_at: str, updated_at: str) -> dict[str, Any]:
+        vector = np.asarray(item.embedding, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self._dim:
+            raise InvalidField(f"embeddings must have {self._dim} dimensions")
+        _check_integers(item.metadata)
+        return {
+            "id": item.id,
+            "embedding": vector.tolist(),
+            "metadata": item.metadata,
+            "product_id": item.product_id,
+            "model_id": self._model_id,
+            "created_at": created_at,
+            "updated_at": updated_at,
+            "has_image": item.image is not None,
+            "image": None if item.image is None else encode_image(item.image),
+        }
 
     def delete(self, item_id: str) -> bool:
         if self._one(item_id, ["id"]) is None:
