@@ -33,6 +33,7 @@ from app.catalog_store import CatalogStore
 from app.config import Settings
 from app.data_lock import DataDirLock
 from app.errors import InvalidField, ModelMismatch
+from app.rwlock import ReadWriteLock
 from app.vector_index import VectorIndex, build_index
 
 log = logging.getLogger("lookalike.catalog")
@@ -63,7 +64,7 @@ class LocalCatalog(Catalog):
             self._lock_file.release()
             raise
         self._write_lock = threading.Lock()
-        self._index_lock = threading.Lock()
+        self._index_lock = ReadWriteLock()
         self._index = build_index(settings, embedding_dim)
         self._changes_since_snapshot = 0
         self._snapshotter = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
@@ -136,7 +137,7 @@ class LocalCatalog(Catalog):
         """Write the index and the sequence it reflects, so start-up replays only the rest."""
         with self._write_lock:
             seq = self._store.current_seq()
-            with self._index_lock:
+            with self._index_lock.read():
                 data = self._index.serialize()
             self._changes_since_snapshot = 0
         index_path, meta_path = self._snapshot_paths()
@@ -232,7 +233,7 @@ class LocalCatalog(Catalog):
         excluded = set(self._store.keys_of(exclude_ids))
 
         def fetch(depth: int) -> list[tuple[list[Hit], bool]]:
-            with self._index_lock:
+            with self._index_lock.read():
                 total = len(self._index) if allowed is None else len(allowed)
                 depth = max(1, min(depth + len(excluded), len(self._index)))
                 scores, keys = self._index.search(queries, depth, allowed=allowed)
@@ -279,7 +280,7 @@ class LocalCatalog(Catalog):
     def near_duplicate_pairs(self, threshold: float, neighbours: int) -> list[tuple[str, str]]:
         pairs: set[tuple[int, int]] = set()
         for keys, vectors in self._store.iter_embeddings(batch=2048):
-            with self._index_lock:
+            with self._index_lock.read():
                 depth = min(neighbours + 1, len(self._index))
                 scores, found = self._index.search(vectors, depth)
             for key, row_scores, row_keys in zip(map(int, keys), scores, found, strict=True):

@@ -1,0 +1,362 @@
+"""Approximate search over an HNSW graph, for catalogues too large to scan on every query.
+
+FAISS's `IndexHNSWFlat` numbers vectors 0, 1, 2, ... in insertion order and can
+never remove one, because other nodes' edges run through it. So this index keeps
+its own labels: `_keys[label]` is the catalogue key a graph node stands for, and
+`_label_of[key]` is the node currently holding that key. Removing or replacing a
+key only turns its old node into a tombstone (`_keys[label] = -1` and its bit in
+the live bitmap cleared); tombstones still route searches through the graph but
+a FAISS `IDSelectorBitmap` keeps them out of the results.
+
+Once tombstones make up more than `rebuild_fraction` of the nodes (default 20%,
+and at least `rebuild_min` of them), a fresh graph is built from the live
+vectors, read back from the graph's own flat storage. That takes minutes at a
+million vectors, so by default it happens on a background thread while this
+graph keeps answering; writes made meanwhile are journalled and replayed onto
+the new graph when the next write swaps it in.
+
+Metadata filters (`allowed`) become a bitmap of the allowed live nodes. A
+filter that leaves few nodes is answered by an exact scan of just those
+vectors, and any query for which the graph walk finds fewer results than exist
+(a selective filter can strand it) is answered exactly too, so a filter still
+yields k results when k match.
+
+Callers serialise mutations against everything else (the catalogue's
+readers-writer lock); concurrent searches are safe.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.vector_index import VectorIndex, _as_keys, _as_vectors, _empty, faiss
+
+SNAPSHOT_MAGIC = b"LOOKALIKE-HNSW\n"
+SNAPSHOT_VERSION = 1
+
+# Below this many candidate nodes a filtered query is scanned exactly: cheaper
+# than a graph walk that has to skip almost every node it visits.
+EXACT_SCAN_BELOW = 4096
+
+
+@dataclass
+class _Rebuild:
+    """A graph being built off-thread, and the writes it will have to catch up on."""
+
+    result: Future[tuple[Any, np.ndarray]]
+    journal: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)
+
+
+class HnswIndex(VectorIndex):
+    """HNSW (inner product) with tombstones for removals and a rebuild policy."""
+
+    kind = "hnsw"
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        threads: int = 0,
+        m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 128,
+        rebuild_fraction: float = 0.2,
+        rebuild_min: int = 1000,
+        background_rebuild: bool = True,
+    ) -> None:
+        super().__init__(dim, threads=threads)
+        if not 0 < rebuild_fraction < 1:
+            raise ValueError(f"rebuild_fraction must be in (0, 1), got {rebuild_fraction}")
+        self.m = m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self.rebuild_fraction = rebuild_fraction
+        self.rebuild_min = max(1, rebuild_min)
+        self.background_rebuild = background_rebuild
+        self.rebuilds = 0
+        self._rebuild: _Rebuild | None = None
+        self._reset(self._new_graph(), np.empty(0, dtype=np.int64))
+
+    # state ------------------------------------------------------------------
+
+    def _new_graph(self) -> Any:
+        graph = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = self.ef_construction
+        graph.hnsw.efSearch = self.ef_search
+        return graph
+
+    def _reset(self, graph: object, keys: np.ndarray) -> None:
+        """Adopt a graph whose node i holds keys[i] (-1: a tombstone)."""
+        n = len(keys)
+        self._graph: Any = graph
+        self._keys = np.full(max(16, n), -1, dtype=np.int64)
+        self._keys[:n] = keys
+        alive = keys >= 0
+        self._live_bits = np.packbits(
+            np.concatenate([alive, np.zeros(len(self._keys) - n, dtype=bool)]), bitorder="little"
+        )
+        live = np.flatnonzero(alive)
+        self._label_of: dict[int, int] = dict(zip(keys[live].tolist(), live.tolist(), strict=True))
+        self._tombstones = n - len(live)
+
+    @property
+    def _nodes(self) -> int:
+        return int(self._graph.ntotal)
+
+    @property
+    def tombstones(self) -> int:
+        return self._tombstones
+
+    def __len__(self) -> int:
+        return len(self._label_of)
+
+    def _grow(self, nodes: int) -> None:
+        if nodes <= len(self._keys):
+            return
+        capacity = max(nodes, 2 * len(self._keys))
+        keys = np.full(capacity, -1, dtype=np.int64)
+        keys[: len(self._keys)] = self._keys
+        bits = np.zeros((capacity + 7) // 8, dtype=np.uint8)
+        bits[: len(self._live_bits)] = self._live_bits
+        self._keys, self._live_bits = keys, bits
+
+    def _set_live(self, labels: np.ndarray, live: bool) -> None:
+        masks = np.left_shift(1, labels & 7).astype(np.uint8)
+        if live:
+            np.bitwise_or.at(self._live_bits, labels >> 3, masks)
+        else:
+            np.bitwise_and.at(self._live_bits, labels >> 3, ~masks)
+
+    # mutation ---------------------------------------------------------------
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        keys = _as_keys(keys)
+        vectors = _as_vectors(vectors, self.dim)
+        if len(keys) != len(vectors):
+            raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
+        if not len(keys):
+            return
+        self._catch_up()
+        if self._rebuild is not None:
+            self._rebuild.journal.append((keys, vectors.copy()))
+        self._add(keys, vectors)
+        self._maybe_rebuild()
+
+    def remove(self, keys: np.ndarray) -> None:
+        keys = _as_keys(keys)
+        if not len(keys):
+            return
+        self._catch_up()
+        if self._rebuild is not None:
+            self._rebuild.journal.append((keys, None))
+        self._remove(keys)
+        self._maybe_rebuild()
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Append nodes; a key already present (or repeated in `keys`) keeps only its last."""
+        key_list = keys.tolist()
+        self._remove(np.array([k for k in key_list if k in self._label_of], dtype=np.int64))
+        start = self._nodes
+        labels = np.arange(start, start + len(keys), dtype=np.int64)
+        self._grow(start + len(keys))
+        self._use_threads(len(keys))
+        self._graph.add(vectors)
+        self._keys[labels] = keys
+        self._set_live(labels, True)
+        self._label_of.update(zip(key_list, labels.tolist(), strict=True))
+        if len(set(key_list)) != len(key_list):
+            shadowed = np.array(
+                [
+                    label
+                    for k, label in zip(key_list, labels.tolist(), strict=True)
+                    if self._label_of[k] != label
+                ],
+                dtype=np.int64,
+            )
+            self._bury(shadowed)
+
+    def _remove(self, keys: np.ndarray) -> None:
+        labels = [self._label_of.pop(k) for k in keys.tolist() if k in self._label_of]
+        self._bury(np.array(labels, dtype=np.int64))
+
+    def _bury(self, labels: np.ndarray) -> None:
+        if len(labels):
+            self._keys[labels] = -1
+            self._set_live(labels, False)
+            self._tombstones += len(labels)
+
+    # rebuild ----------------------------------------------------------------
+
+    def needs_rebuild(self) -> bool:
+        return self._tombstones >= max(self.rebuild_min, self.rebuild_fraction * self._nodes)
+
+    def _maybe_rebuild(self) -> None:
+        if self._rebuild is None and self.needs_rebuild():
+            self.rebuild(wait=not self.background_rebuild)
+
+    def rebuild(self, *, wait: bool = True) -> None:
+        """Build a graph of the live vectors only; with wait=False it is swapped in later."""
+        if self._rebuild is not None:
+            if wait:
+                self._catch_up(wait=True)
+            return
+        live = np.flatnonzero(self._keys[: self._nodes] >= 0)
+        keys = self._keys[live].copy()
+        vectors = (
+            self._graph.reconstruct_batch(live)
+            if len(live)
+            else np.empty((0, self.dim), dtype=np.float32)
+        )
+        result: Future[tuple[Any, np.ndarray]] = Future()
+
+        def build() -> None:
+            try:
+                self._use_threads(len(vectors))
+                graph = self._new_graph()
+                if len(vectors):
+                    graph.add(vectors)
+                result.set_result((graph, keys))
+            except BaseException as exc:
+                result.set_exception(exc)
+
+        self._rebuild = _Rebuild(result)
+        if wait:
+            build()
+            self._catch_up(wait=True)
+        else:
+            threading.Thread(target=build, name="hnsw-rebuild", daemon=True).start()
+
+    def _catch_up(self, *, wait: bool = False) -> None:
+        """Swap in a finished rebuild and replay the writes it missed."""
+        pending = self._rebuild
+        if pending is None or not (wait or pending.result.done()):
+            return
+        self._rebuild = None
+        graph, keys = pending.result.result()
+        self._reset(graph, keys)
+        for journal_keys, vectors in pending.journal:
+            if vectors is None:
+                self._remove(journal_keys)
+            else:
+                self._add(journal_keys, vectors)
+        self.rebuilds += 1
+
+    def wait_for_rebuild(self) -> None:
+        """Finish any background rebuild now (tests, and before a planned snapshot)."""
+        self._catch_up(wait=True)
+
+    # search -----------------------------------------------------------------
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        queries = _as_vectors(queries, self.dim)
+        nodes = self._nodes
+        if allowed is None:
+            candidates = None
+            bits = self._live_bits if self._tombstones else None
+            available = len(self)
+        else:
+            found = [self._label_of.get(k) for k in _as_keys(allowed).tolist()]
+            candidates = np.unique(np.array([x for x in found if x is not None], dtype=np.int64))
+            available = len(candidates)
+            if available <= max(EXACT_SCAN_BELOW, k):
+                return self._exact(queries, k, candidates)
+            mask = np.zeros(nodes, dtype=bool)
+            mask[candidates] = True
+            bits = np.packbits(mask, bitorder="little")
+        if available == 0:
+            return _empty(len(queries), k)
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+        if bits is not None:
+            params.sel = faiss.IDSelectorBitmap(bits)
+        self._use_threads(len(queries))
+        scores, labels = self._graph.search(queries, k, params=params)
+        keys = np.where(labels >= 0, self._keys[np.maximum(labels, 0)], -1)
+        short = np.flatnonzero((keys >= 0).sum(axis=1) < min(k, available))
+        if len(short):
+            if candidates is None:
+                candidates = np.flatnonzero(self._keys[:nodes] >= 0)
+            scores[short], keys[short] = self._exact(queries[short], k, candidates)
+        return scores, keys
+
+    def _exact(
+        self, queries: np.ndarray, k: int, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        scores, keys = _empty(len(queries), k)
+        if not len(labels):
+            return scores, keys
+        vectors = self._graph.reconstruct_batch(labels)
+        sims = queries @ vectors.T
+        top = min(k, len(labels))
+        best = np.argpartition(-sims, top - 1, axis=1)[:, :top]
+        order = np.argsort(-np.take_along_axis(sims, best, axis=1), axis=1, kind="stable")
+        best = np.take_along_axis(best, order, axis=1)
+        scores[:, :top] = np.take_along_axis(sims, best, axis=1)
+        keys[:, :top] = self._keys[labels[best]]
+        return scores, keys
+
+    # snapshots --------------------------------------------------------------
+
+    def serialize(self) -> bytes:
+        """Graph, node -> key table (tombstones as -1) and the parameters, in one blob.
+
+        A running background rebuild is not waited for: the snapshot is this
+        graph, tombstones included, which loads back to exactly this state.
+        """
+        nodes = self._nodes
+        graph = faiss.serialize_index(self._graph)
+        header = json.dumps(
+            {
+                "version": SNAPSHOT_VERSION,
+                "dim": self.dim,
+                "m": self.m,
+                "nodes": nodes,
+                "graph_bytes": len(graph),
+            }
+        ).encode()
+        return b"".join(
+            [
+                SNAPSHOT_MAGIC,
+                struct.pack("<Q", len(header)),
+                header,
+                self._keys[:nodes].tobytes(),
+                memoryview(graph).cast("B"),
+            ]
+        )
+
+    def load(self, path: Path) -> None:
+        data = path.read_bytes()
+        if not data.startswith(SNAPSHOT_MAGIC):
+            raise ValueError(f"{path} is not an HNSW index snapshot")
+        at = len(SNAPSHOT_MAGIC)
+        (header_len,) = struct.unpack_from("<Q", data, at)
+        at += 8
+        header = json.loads(data[at : at + header_len])
+        at += header_len
+        if header["version"] != SNAPSHOT_VERSION:
+            raise ValueError(f"HNSW snapshot format {header['version']} is not supported")
+        if header["dim"] != self.dim:
+            raise ValueError(f"snapshot has dimension {header['dim']}, expected {self.dim}")
+        if header["m"] != self.m:
+            raise ValueError(f"snapshot graph has M={header['m']}, configured M={self.m}")
+        nodes = int(header["nodes"])
+        keys = np.frombuffer(data, dtype=np.int64, count=nodes, offset=at).copy()
+        at += 8 * nodes
+        graph = faiss.deserialize_index(
+            np.frombuffer(data, dtype=np.uint8, count=int(header["graph_bytes"]), offset=at)
+        )
+        del data
+        if graph.ntotal != nodes or graph.d != self.dim:
+            raise ValueError(f"{path} is inconsistent: {graph.ntotal} nodes, header says {nodes}")
+        graph.hnsw.efSearch = self.ef_search
+        self._rebuild = None
+        self._reset(graph, keys)
