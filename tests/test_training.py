@@ -1,0 +1,226 @@
+"""`python -m training`: tiny end-to-end runs that export model directories to the contract.
+
+Every run here is seconds long: 16x16 digits, a CNN a few filters wide, a few
+dozen steps. They share one process so TensorFlow is imported once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_training_data import class_image, write_folder
+from training.cli import main
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--image-size", "16", "--width", "8", "--depth", "2", "--embedding-dim", "16", "--quiet"]
+MODEL_KEYS = {
+    "format_version": int,
+    "model_id": str,
+    "image_size": list,
+    "embedding_dim": int,
+    "metric": str,
+    "match_threshold": float,
+    "preprocessing": dict,
+    "provenance": dict,
+    "evaluation": dict,
+}
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Trained once for the module: 60 steps of SupCon on 16x16 digits (about 10 s)."""
+    out = tmp_path_factory.mktemp("models") / "digits"
+    schedule = ["--epochs", "4", "--steps-per-epoch", "15", "--lr", "0.01", "--seed", "0"]
+    assert main(["train", "--out", str(out), *TINY, *schedule]) == 0
+    return out, json.loads((out / "model.json").read_text())
+
+
+def test_model_json_follows_the_contract(digits_model: tuple[Path, dict]) -> None:
+    out, meta = digits_model
+    for key, kind in MODEL_KEYS.items():
+        assert isinstance(meta[key], kind), key
+    assert meta["format_version"] == 1
+    assert meta["model_id"] == hashlib.sha256((out / "encoder.keras").read_bytes()).hexdigest()
+    assert meta["image_size"] == [16, 16]
+    assert meta["embedding_dim"] == 16
+    assert meta["metric"] == "cosine"
+    assert -1.0 <= meta["match_threshold"] <= 1.0
+    assert -1.0 <= meta["duplicate_threshold"] <= 1.0
+    assert meta["preprocessing"] == {
+        "resize": "bilinear",
+        "fit": "stretch",
+        "alpha_background": [255, 255, 255],
+    }
+    provenance = meta["provenance"]
+    assert provenance["dataset"] == "digits"
+    assert provenance["loss"] == "supcon"
+    assert 1 <= provenance["epochs"] <= 4
+    assert provenance["created_at"].endswith("Z")
+    assert set(provenance["library_versions"]) == {"tensorflow", "keras", "numpy", "python"}
+    evaluation = meta["evaluation"]
+    assert {"precision_at_1", "map_at_r", "calibration"} <= set(evaluation)
+    assert set(evaluation["sets"]["held_out_images"]) == {
+        "encoder",
+        "untrained_encoder",
+        "raw_pixels",
+    }
+    calibration = evaluation["calibration"]
+    assert calibration["threshold"] == meta["match_threshold"]
+    assert 0 <= calibration["precision"] <= 1
+    assert 0 <= calibration["recall"] <= 1
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["loss"]) == provenance["epochs"]
+    assert "val_map_at_r" in history
+
+
+def test_encoder_loads_without_training_or_custom_objects(digits_model: tuple[Path, dict]) -> None:
+    """A fresh interpreter that never imports training/ opens, runs and checks the encoder."""
+    out, meta = digits_model
+    script = """
+import json, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import keras, numpy as np
+model = keras.saving.load_model(sys.argv[1])
+rng = np.random.default_rng(0)
+shapes = {}
+for h, w in ((16, 16), (40, 24), (9, 70)):
+    y = np.asarray(model.predict(rng.uniform(0, 255, (3, h, w, 3)).astype("float32"), verbose=0))
+    shapes[f"{h}x{w}"] = [list(y.shape), str(y.dtype), np.linalg.norm(y, axis=1).tolist()]
+print(json.dumps({"shapes": shapes, "training": "training" in sys.modules}))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(out / "encoder.keras")],
+        capture_output=True,
+        text=True,
+        cwd=out,
+        timeout=120,
+        check=True,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["training"] is False
+    for shape, dtype, norms in report["shapes"].values():
+        assert shape == [3, meta["embedding_dim"]]
+        assert dtype == "float32"
+        np.testing.assert_allclose(norms, 1.0, atol=1e-4)
+
+
+def test_a_few_steps_beat_the_untrained_encoder(digits_model: tuple[Path, dict]) -> None:
+    sets = digits_model[1]["evaluation"]["sets"]["held_out_images"]
+    assert sets["encoder"]["map_at_r"] > sets["untrained_encoder"]["map_at_r"] + 0.2
+
+
+def test_evaluate_prints_a_table_and_json(
+    digits_model: tuple[Path, dict], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, meta = digits_model
+    code, text, _ = run(["evaluate", "--model", str(out), "--data", "digits", "--quiet"], capsys)
+    assert code == 0
+    for word in ("raw_pixels", "untrained_encoder", "map_at_r"):
+        assert word in text
+    code, text, _ = run(["evaluate", "--model", str(out), "--data", "digits", "--json"], capsys)
+    figures = json.loads(text)["sets"]["held_out_images"]
+    # The same split as at export, so the same figure.
+    assert figures["encoder"]["map_at_r"] == pytest.approx(meta["evaluation"]["map_at_r"], abs=1e-4)
+    assert {"linear_probe", "nmi", "recall_at_10"} <= set(figures["encoder"])
+
+
+def test_folder_training_skips_and_counts_unreadable_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_folder(tmp_path / "photos")
+    out = tmp_path / "models" / "photos"
+    args = ["train", "--data", str(data), "--out", str(out), *TINY, "--epochs", "1"]
+    code, text, _ = run([*args, "--steps-per-epoch", "3", "--classes-per-batch", "3"], capsys)
+    assert code == 0
+    assert "skipped 2 unreadable files" in text
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["provenance"]["skipped_files"] == 2
+    assert meta["provenance"]["dataset"] == str(data)
+    assert (out / "encoder.keras").is_file()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: root / "missing", "does not exist"),
+        (lambda root: root, "no images"),
+        (lambda root: write_folder(root / "one", classes=1, corrupt=False), "one class"),
+    ],
+    ids=["missing", "empty", "one-class"],
+)
+def test_unusable_folders_exit_2_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, message: str
+) -> None:
+    code, _, err = run(
+        ["train", "--data", str(make(tmp_path)), "--out", str(tmp_path / "m"), "--quiet"], capsys
+    )
+    assert code == 2
+    assert err.startswith("error: ")
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_unlabeled_folder_trains_on_augmented_views(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "catalogue"
+    data.mkdir()
+    for index in range(12):
+        class_image(index % 4, index).save(data / f"item{index}.png")
+    out = tmp_path / "m"
+    args = ["train", "--data", str(data), "--unlabeled", "--out", str(out), *TINY]
+    code, text, _ = run(
+        [*args, "--epochs", "1", "--steps-per-epoch", "2", "--classes-per-batch", "4"], capsys
+    )
+    assert code == 0, text
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["provenance"]["unlabeled"] is True
+    assert "duplicate_threshold" in meta
+    assert set(meta["evaluation"]["near_duplicates"]) == {
+        "encoder",
+        "untrained_encoder",
+        "raw_pixels",
+    }
+
+
+def test_holdout_classes_and_classification_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "baseline"
+    args = [
+        "train",
+        "--out",
+        str(out),
+        *TINY,
+        "--holdout-classes",
+        "4",
+        "--classification-baseline",
+    ]
+    code, text, _ = run([*args, "--epochs", "1", "--steps-per-epoch", "3"], capsys)
+    assert code == 0
+    assert "held_out_classes" in text
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["provenance"]["loss"] == "softmax_classification"
+    assert meta["provenance"]["split"]["unseen_classes"] == ["6", "7", "8", "9"]
+    assert "unseen_classes_map_at_r" in meta["evaluation"]
+    assert set(meta["evaluation"]["sets"]["held_out_classes"]) == {
+        "encoder",
+        "untrained_encoder",
+        "raw_pixels",
+    }

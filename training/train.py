@@ -1,0 +1,364 @@
+"""One training run, from a `--data` value to an exported model directory.
+
+Read top to bottom it is the whole method: split (seen classes into train /
+validation / test, optional unseen classes), P x K batches with augmentation,
+train with early stopping on validation MAP@R, measure on held-out data beside
+raw pixels and the untrained encoder, calibrate thresholds, export.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.augment import AugmentConfig, default_for, parse_augment
+from training.datasets import DataSource, Splits, hide_labels, load_source, split
+from training.models import EncoderSpec
+
+DEFAULT_LOSS = "supcon"
+DUPLICATE_SAMPLE = 2_000
+
+
+class ConfigError(Exception):
+    """Options that contradict each other or the data."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every choice a run makes; recorded whole in model.json's provenance."""
+
+    data: str = "digits"
+    out: Path = Path("models/default")
+    unlabeled: bool = False
+    holdout_classes: int = 0
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    encoder: EncoderSpec = field(default_factory=EncoderSpec)
+    loss: str = DEFAULT_LOSS
+    margin: float | None = None
+    temperature: float | None = None
+    mining: str = "semi-hard"
+    curriculum_epochs: int = 0
+    xbm_size: int = 0
+    classification_baseline: bool = False
+    epochs: int = 12
+    steps_per_epoch: int = 50
+    classes_per_batch: int = 10
+    examples_per_class: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    augment: str = "auto"
+    early_stopping_patience: int = 4
+    seed: int = 0
+    verbose: int = 1
+    progress: bool = True
+
+    def augment_config(self, dataset: str) -> AugmentConfig:
+        return default_for(dataset) if self.augment == "auto" else parse_augment(self.augment)
+
+    @property
+    def loss_name(self) -> str:
+        return "softmax_classification" if self.classification_baseline else self.loss
+
+
+@dataclass
+class TrainResult:
+    model_json: dict[str, Any]
+    figures: dict[str, dict[str, dict[str, float]]]
+    duplicates: dict[str, dict[str, float]]
+    epochs_run: int
+    seconds: float
+    skipped: list[str]
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train, evaluate and export; raises DataError for data that cannot be used."""
+    started = time.perf_counter()
+    import keras
+
+    from training.augment import build_augmenter
+    from training.batching import PKSampler
+    from training.evaluate import UNTRAINED, Embedder, compare, evaluation_sets
+    from training.models import build_encoder
+    from training.pipeline import reader_for, training_batches
+    from training.trainer import MetricLearner, RetrievalValidation, fit
+
+    image_size = config.encoder.image_size
+    source = load_source(
+        config.data,
+        image_size=image_size,
+        unlabeled=config.unlabeled,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    splits = _split(source, config)
+    try:
+        augment = config.augment_config(source.name)
+    except ValueError as error:
+        raise ConfigError(f"--augment: {error}") from error
+    if config.unlabeled and not augment.enabled:
+        raise ConfigError("--unlabeled makes positives by augmentation; --augment none leaves none")
+    train_images = hide_labels(splits.train) if config.unlabeled else splits.train
+    examples_per_class = (
+        2 if config.unlabeled and config.examples_per_class > 4 else config.examples_per_class
+    )
+    reader = reader_for(train_images, image_size)
+    sampler = PKSampler(
+        train_images.labels,
+        config.classes_per_batch,
+        examples_per_class,
+        seed=config.seed,
+        excluded=reader.failed if reader is not None else None,
+    )
+    augmenter = build_augmenter(augment, seed=config.seed)
+    batches = training_batches(
+        train_images, sampler, image_size=image_size, augmenter=augmenter, reader=reader
+    )
+
+    encoder = build_encoder(config.encoder, seed=config.seed)
+    untrained = keras.models.clone_model(encoder)
+    untrained.set_weights(encoder.get_weights())
+    num_classes = int(train_images.labels.max()) + 1
+    loss_layer, features, callbacks = _loss(config, encoder, num_classes)
+    learner = MetricLearner(encoder, loss_layer, features)
+
+    embedder = Embedder(image_size)
+    validation = None
+    if not config.unlabeled and len(np.unique(splits.validation.labels)) >= 2:
+        validation_images = splits.validation
+        validation = RetrievalValidation(
+            lambda model: embedder.embed(model, validation_images),
+            validation_images.labels,
+            encoder,
+        )
+    history, epochs_run = fit(
+        learner,
+        batches,
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        validation=validation,
+        patience=config.early_stopping_patience,
+        extra_callbacks=callbacks,
+        verbose=config.verbose,
+    )
+
+    encoders = {"encoder": encoder, UNTRAINED: untrained}
+    labelled = len(source.class_names) >= 2
+    evaluation = compare(
+        encoders,
+        evaluation_sets(splits) if labelled else {},
+        embedder,
+        probe_train=splits.train,
+        seed=config.seed,
+    )
+    duplicates, duplicate_calibration = _near_duplicates(
+        encoders, splits, embedder, augmenter, config.seed
+    )
+    calibration = _calibrate(encoder, splits, embedder, config.seed)
+    failed = reader.failed_paths if reader is not None else ()
+    skipped = sorted({*map(str, source.skipped), *map(str, failed), *embedder.unreadable})
+    provenance = _provenance(config, source, splits, augment, epochs_run, skipped)
+    figures = _evaluation_json(evaluation.figures, duplicates, calibration, duplicate_calibration)
+    model_json = _export(
+        encoder, config, calibration, duplicate_calibration, provenance, figures, history
+    )
+    return TrainResult(
+        model_json,
+        evaluation.figures,
+        duplicates,
+        epochs_run,
+        time.perf_counter() - started,
+        skipped,
+    )
+
+
+def _split(source: DataSource, config: TrainConfig) -> Splits:
+    return split(
+        source,
+        holdout_classes=config.holdout_classes,
+        test_fraction=config.test_fraction,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+        min_classes=1 if config.unlabeled else 2,
+    )
+
+
+def _loss(config: TrainConfig, encoder: Any, num_classes: int) -> tuple[Any, Any, list[Any]]:
+    """The loss layer, the network it sees, and the callbacks it needs."""
+    if config.classification_baseline:
+        import keras
+
+        from training.classification import SoftmaxHead
+        from training.models import PROJECTION_LAYER
+
+        features = keras.Model(encoder.inputs, encoder.get_layer(PROJECTION_LAYER).output)
+        return SoftmaxHead(num_classes), features, []
+    from training.losses import build_loss, loss_callbacks
+
+    try:
+        loss_layer = build_loss(
+            config.loss,
+            num_classes=num_classes,
+            embedding_dim=config.encoder.embedding_dim,
+            margin=config.margin,
+            temperature=config.temperature,
+            mining=config.mining,
+            xbm_size=config.xbm_size,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    return loss_layer, None, loss_callbacks(loss_layer, config.curriculum_epochs)
+
+
+def _near_duplicates(
+    encoders: dict[str, Any], splits: Splits, embedder: Any, augmenter: Any, seed: int
+) -> tuple[dict[str, dict[str, float]], Any]:
+    from training.calibration import calibrate_duplicate_threshold
+    from training.evaluate import near_duplicates
+
+    images = splits.test
+    if len(images) > DUPLICATE_SAMPLE:
+        chosen = np.random.default_rng(seed).choice(len(images), DUPLICATE_SAMPLE, replace=False)
+        images = images.subset(np.sort(chosen))
+    if len(images) < 2 or not augmenter.layers:
+        return {}, None
+    figures, embedded = near_duplicates(encoders, images, embedder, augmenter)
+    original, edited = embedded["encoder"]
+    return figures, calibrate_duplicate_threshold(original, edited, seed=seed)
+
+
+def _calibrate(encoder: Any, splits: Splits, embedder: Any, seed: int) -> Any:
+    """F1-optimal match threshold on held-out images (unseen classes too, when there are)."""
+    from training.calibration import calibrate_threshold
+
+    parts = [(embedder.embed(encoder, splits.test), splits.test.labels)]
+    if splits.unseen is not None:
+        offset = int(splits.test.labels.max()) + 1
+        parts.append((embedder.embed(encoder, splits.unseen), splits.unseen.labels + offset))
+    embeddings = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    try:
+        return calibrate_threshold(embeddings, labels, seed=seed)
+    except ValueError:
+        return None
+
+
+def _provenance(
+    config: TrainConfig,
+    source: DataSource,
+    splits: Splits,
+    augment: AugmentConfig,
+    epochs_run: int,
+    skipped: list[str],
+) -> dict[str, Any]:
+    spec = asdict(config.encoder)
+    spec["image_size"] = list(config.encoder.image_size)
+    return {
+        "dataset": source.name,
+        "dataset_description": source.description,
+        "loss": config.loss_name,
+        "epochs": epochs_run,
+        "unlabeled": config.unlabeled,
+        "encoder": spec,
+        "training": {
+            "epochs_max": config.epochs,
+            "steps_per_epoch": config.steps_per_epoch,
+            "classes_per_batch": config.classes_per_batch,
+            "examples_per_class": config.examples_per_class,
+            "lr": config.lr,
+            "weight_decay": config.weight_decay,
+            "margin": config.margin,
+            "temperature": config.temperature,
+            "mining": config.mining,
+            "curriculum_epochs": config.curriculum_epochs,
+            "xbm_size": config.xbm_size,
+            "augment": augment.describe(),
+            "early_stopping_patience": config.early_stopping_patience,
+            "seed": config.seed,
+        },
+        "split": {
+            "seed": config.seed,
+            "holdout_classes": config.holdout_classes,
+            "test_fraction": config.test_fraction,
+            "validation_fraction": config.validation_fraction,
+            "train_images": len(splits.train),
+            "validation_images": len(splits.validation),
+            "test_images": len(splits.test),
+            "unseen_images": len(splits.unseen) if splits.unseen is not None else 0,
+            "unseen_classes": list(splits.unseen_classes),
+        },
+        "skipped_files": len(skipped),
+    }
+
+
+def _calibration_json(calibration: Any) -> dict[str, float] | None:
+    if calibration is None:
+        return None
+    return {
+        "threshold": calibration.threshold,
+        "precision": calibration.precision,
+        "recall": calibration.recall,
+        "f1": calibration.f1,
+        "pairs": calibration.pairs,
+    }
+
+
+def _evaluation_json(
+    figures: dict[str, dict[str, dict[str, float]]],
+    duplicates: dict[str, dict[str, float]],
+    calibration: Any,
+    duplicate_calibration: Any,
+) -> dict[str, Any]:
+    """Headline figures (held-out images, trained encoder) first, then everything measured."""
+    headline = figures.get("held_out_images", {}).get("encoder", {})
+    result: dict[str, Any] = {
+        key: headline[key]
+        for key in ("precision_at_1", "r_precision", "map_at_r")
+        if key in headline
+    }
+    unseen = figures.get("held_out_classes", {}).get("encoder", {})
+    if unseen:
+        result["unseen_classes_map_at_r"] = unseen["map_at_r"]
+    result["sets"] = figures
+    if duplicates:
+        result["near_duplicates"] = duplicates
+    result["calibration"] = _calibration_json(calibration)
+    if duplicate_calibration is not None:
+        result["duplicate_calibration"] = _calibration_json(duplicate_calibration)
+    return result
+
+
+def _export(
+    encoder: Any,
+    config: TrainConfig,
+    calibration: Any,
+    duplicate_calibration: Any,
+    provenance: dict[str, Any],
+    evaluation: dict[str, Any],
+    history: dict[str, list[float]],
+) -> dict[str, Any]:
+    from training.export import export_model
+
+    # With no labelled pairs to calibrate on (a flat unlabeled folder), the
+    # duplicate threshold is the only honest "match".
+    threshold = (
+        calibration.threshold
+        if calibration is not None
+        else (duplicate_calibration.threshold if duplicate_calibration is not None else 0.5)
+    )
+    return export_model(
+        encoder,
+        Path(config.out),
+        image_size=config.encoder.image_size,
+        match_threshold=threshold,
+        duplicate_threshold=duplicate_calibration.threshold if duplicate_calibration else None,
+        provenance=provenance,
+        evaluation=evaluation,
+        history=history,
+    )
