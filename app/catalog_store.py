@@ -307,12 +307,23 @@ class CatalogStore:
         self, *, after_seq: int = 0, batch: int = 50_000
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(keys, vectors) of rows changed after a sequence number, in batches."""
+        return self.vector_pages(
+            "SELECT key, embedding FROM items WHERE seq > ? AND key > ? ORDER BY key LIMIT ?",
+            after_seq,
+            batch,
+        )
+
+    def vector_pages(
+        self, sql: str, after_seq: int, batch: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Run a (key, embedding) query page by page, keyed on `key > ?`.
+
+        `sql` takes three parameters: the sequence number, the last key seen
+        and the page size; paging by key keeps each page an index range scan.
+        """
         last_key = 0
         while True:
-            rows = self.rows(
-                "SELECT key, embedding FROM items WHERE seq > ? AND key > ? ORDER BY key LIMIT ?",
-                (after_seq, last_key, batch),
-            )
+            rows = self.rows(sql, (after_seq, last_key, batch))
             if not rows:
                 return
             keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

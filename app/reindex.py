@@ -121,20 +121,13 @@ class Reindexer:
         self, *, after_seq: int = 0, batch: int = 50_000
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(keys, new vectors) of live rows whose new embedding is up to date."""
-        last = 0
-        while True:
-            rows = self._store.rows(
-                "SELECT r.key, r.embedding FROM reindex_embeddings r "
-                "JOIN items i ON i.key = r.key AND i.seq = r.seq "
-                "WHERE i.seq > ? AND r.key > ? ORDER BY r.key LIMIT ?",
-                (after_seq, last, batch),
-            )
-            if not rows:
-                return
-            keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-            yield keys, vectors.reshape(len(rows), -1)
-            last = int(keys[-1])
+        return self._store.vector_pages(
+            "SELECT r.key, r.embedding FROM reindex_embeddings r "
+            "JOIN items i ON i.key = r.key AND i.seq = r.seq "
+            "WHERE i.seq > ? AND r.key > ? ORDER BY r.key LIMIT ?",
+            after_seq,
+            batch,
+        )
 
     def switch(self, *, drop_missing: bool = False) -> ReindexResult:
         """Move every row to the new model in one transaction, or change nothing."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.catalog import Hit, StoredItem
 
@@ -79,17 +79,11 @@ class ItemResponse(BaseModel):
     updated_at: str = Field(description="ISO 8601 UTC time of the last upsert.")
     has_image: bool = Field(description="Whether a kept copy is served at /index/{id}/image.")
 
+    model_config = ConfigDict(from_attributes=True)
+
     @classmethod
     def of(cls, item: StoredItem) -> ItemResponse:
-        return cls(
-            id=item.id,
-            metadata=item.metadata,
-            product_id=item.product_id,
-            model_id=item.model_id,
-            created_at=item.created_at,
-            updated_at=item.updated_at,
-            has_image=item.has_image,
-        )
+        return cls.model_validate(item)
 
 
 class DeleteResponse(BaseModel):
@@ -108,17 +102,7 @@ class ReindexState(BaseModel):
     failed: int = Field(description="Kept copies that could not be decoded.")
     error: str | None = None
 
-    @classmethod
-    def of(cls, status: Any) -> ReindexState:
-        return cls(
-            phase=status.phase,
-            model_dir=status.model_dir,
-            model_id=status.model_id,
-            total=status.total,
-            done=status.done,
-            failed=status.failed,
-            error=status.error,
-        )
+    model_config = ConfigDict(from_attributes=True)
 
 
 class IndexStats(BaseModel):

@@ -18,14 +18,17 @@ from app.local_catalog import LocalCatalog
 from app.main import create_app
 from app.model_bundle import read_model_info
 from app.reindex import Reindexer
-from tests.conftest import image_bytes
+from tests.conftest import backend_env, image_bytes, local_only
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, model_dir: Path, data_dir: Path) -> None:
+def env(monkeypatch: pytest.MonkeyPatch, model_dir: Path, data_dir: Path, backend: str) -> None:
+    """The environment `python -m app` reads, matching `make_settings` for the backend."""
     monkeypatch.setenv("LOOKALIKE_MODEL_DIR", str(model_dir))
     monkeypatch.setenv("LOOKALIKE_DATA_DIR", str(data_dir))
     monkeypatch.setenv("LOOKALIKE_THREADS", "2")
+    for name, value in backend_env(backend, data_dir).items():
+        monkeypatch.setenv(name, value)
 
 
 def _top(client: TestClient, data: bytes) -> dict:
@@ -60,6 +63,7 @@ def test_import_a_folder_with_metadata_resumably(tmp_path: Path, make_settings) 
         assert c.get("/index/sku-1").json()["metadata"] == {"name": "red shoe"}
 
 
+@local_only
 @pytest.mark.usefixtures("env")
 def test_import_refuses_while_a_server_holds_the_catalogue(tmp_path: Path, make_settings) -> None:
     folder = tmp_path / "photos"
@@ -70,6 +74,7 @@ def test_import_refuses_while_a_server_holds_the_catalogue(tmp_path: Path, make_
     assert main(["import", str(folder)]) == 0
 
 
+@local_only
 def test_reindex_switches_the_catalogue_to_a_new_model(
     monkeypatch: pytest.MonkeyPatch, make_settings, other_model_dir: Path, env: None
 ) -> None:
@@ -95,6 +100,7 @@ def test_reindex_switches_the_catalogue_to_a_new_model(
         assert c.get("/index/i0").json()["model_id"] == stats["model_id"]
 
 
+@local_only
 def test_a_crash_before_the_switch_leaves_the_old_catalogue_whole(
     make_settings, model_dir: Path, other_model_dir: Path
 ) -> None:

@@ -54,4 +54,4 @@ async def start_reindex(
     assert state.reindex is not None
     status = state.reindex.start(target)
     response.headers["Location"] = "/index"
-    return ReindexState.of(status)
+    return ReindexState.model_validate(status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
@@ -113,12 +114,8 @@ async def index_stats(state: StateDep) -> IndexStats:
     stats = await run_in_threadpool(state.catalog.stats)
     reindex = state.reindex.status if state.reindex is not None else None
     return IndexStats(
-        count=stats.count,
-        embedding_dim=stats.embedding_dim,
-        model_id=stats.model_id,
-        backend=stats.backend,
-        index_type=stats.index_type,
-        reindex=ReindexState.of(reindex) if reindex is not None else None,
+        **dataclasses.asdict(stats),
+        reindex=ReindexState.model_validate(reindex) if reindex is not None else None,
     )
 
 
