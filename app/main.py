@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import faiss
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +22,7 @@ from app.catalog_store import peek_meta
 from app.config import Settings
 from app.dependencies import AppState
 from app.embedding import ImageEmbedder, ImagePreparer
-from app.encoder import Encoder
+from app.encoder import Encoder, serving_threads
 from app.errors import ModelDirectoryError, install_error_handlers
 from app.model_bundle import ModelInfo, read_model_info
 from app.observability import Metrics, ObservabilityMiddleware
@@ -72,12 +71,15 @@ def serving_model(settings: Settings) -> ModelInfo:
 
 
 def _build_state(settings: Settings, metrics: Metrics) -> AppState:
+    # FAISS threads are set per call by the index (app/vector_index.py); TensorFlow
+    # gets half the cores (app/encoder.py); decoding may use them all.
     threads = settings.thread_count
-    faiss.omp_set_num_threads(threads)
     model = serving_model(settings)
     catalog = open_catalog(settings, model_id=model.model_id, embedding_dim=model.embedding_dim)
     try:
-        encoder = Encoder(model, threads=threads, warmup_batch=settings.batch_max_size)
+        encoder = Encoder(
+            model, threads=serving_threads(threads), warmup_batch=settings.batch_max_size
+        )
     except BaseException:
         catalog.close()
         raise
