@@ -43,7 +43,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """Trained once for the module: 60 steps of SupCon on 16x16 digits (about 10 s)."""
+    """Trained once for the module: 60 steps of the default loss on 16x16 digits (seconds)."""
     out = tmp_path_factory.mktemp("models") / "digits"
     schedule = ["--epochs", "4", "--steps-per-epoch", "15", "--lr", "0.01", "--seed", "0"]
     assert main(["train", "--out", str(out), *TINY, *schedule]) == 0
@@ -68,7 +68,7 @@ def test_model_json_follows_the_contract(digits_model: tuple[Path, dict]) -> Non
     }
     provenance = meta["provenance"]
     assert provenance["dataset"] == "digits"
-    assert provenance["loss"] == "supcon"
+    assert provenance["loss"] == "multisimilarity"
     assert 1 <= provenance["epochs"] <= 4
     assert provenance["created_at"].endswith("Z")
     assert set(provenance["library_versions"]) == {"tensorflow", "keras", "numpy", "python"}
@@ -84,7 +84,8 @@ def test_model_json_follows_the_contract(digits_model: tuple[Path, dict]) -> Non
     assert 0 <= calibration["precision"] <= 1
     assert 0 <= calibration["recall"] <= 1
     history = json.loads((out / "history.json").read_text())
-    assert len(history["loss"]) == provenance["epochs"]
+    assert len(history["loss"]) == len(history["seconds"]) == provenance["epochs"]
+    assert 1 <= provenance["best_epoch"] <= provenance["epochs"]
     assert "val_map_at_r" in history
 
 
@@ -224,3 +225,46 @@ def test_holdout_classes_and_classification_baseline(
         "untrained_encoder",
         "raw_pixels",
     }
+
+
+def test_triplet_curriculum_with_memory_and_margin_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "triplet"
+    loss = ["--loss", "triplet", "--mining", "curriculum", "--curriculum-epochs", "1"]
+    extra = ["--margin", "0.3", "--xbm-size", "160", "--early-stopping-patience", "1"]
+    code, _, err = run(
+        [
+            "train",
+            "--out",
+            str(out),
+            *TINY,
+            *loss,
+            *extra,
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "3",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    training = json.loads((out / "model.json").read_text())["provenance"]["training"]
+    assert (training["mining"], training["xbm_size"], training["margin"]) == (
+        "curriculum",
+        160,
+        0.3,
+    )
+
+
+def test_contradictory_options_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        ["train", "--out", str(tmp_path / "m"), "--loss", "supcon", "--margin", "0.2"], capsys
+    )
+    assert code == 2
+    assert "margin" in err
+    code, _, err = run(
+        ["train", "--out", str(tmp_path / "m"), "--unlabeled", "--augment", "none"], capsys
+    )
+    assert code == 2
+    assert "augment" in err

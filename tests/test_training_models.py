@@ -221,3 +221,67 @@ def test_training_never_imports_the_service() -> None:
         )
     ]
     assert not offenders
+
+
+def test_weights_path_loads_a_saved_backbone(keras, tmp_path: Path) -> None:
+    from training.models import build_encoder
+
+    spec = EncoderSpec(image_size=(16, 16), width=4, depth=1, embedding_dim=8)
+    trained = build_encoder(spec, seed=1).get_layer("backbone")
+    path = tmp_path / "backbone.weights.h5"
+    trained.save_weights(path)
+    loaded = build_encoder(EncoderSpec(**{**spec.__dict__, "weights": str(path)}), seed=2)
+    for old, new in zip(
+        trained.get_weights(), loaded.get_layer("backbone").get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_every_train_option_reaches_the_config() -> None:
+    from training.cli import train_config
+
+    args = build_parser().parse_args(
+        [
+            *("train", "--data", "glyphs", "--out", "models/x", "--unlabeled"),
+            *("--holdout-classes", "3", "--image-size", "48x40", "--augment", "flip,blur=0.5"),
+            *("--backbone", "resnet50", "--width", "5", "--depth", "2", "--embedding-dim", "12"),
+            *("--weights", "imagenet", "--freeze", "--dropout", "0.1", "--loss", "triplet"),
+            *("--margin", "0.3", "--temperature", "0.5", "--mining", "curriculum"),
+            *("--curriculum-epochs", "2", "--xbm-size", "256", "--classification-baseline"),
+            *("--epochs", "3", "--steps-per-epoch", "7", "--classes-per-batch", "6"),
+            *("--examples-per-class", "3", "--lr", "0.02", "--weight-decay", "0.001"),
+            *("--early-stopping-patience", "1", "--seed", "9", "--threads", "1", "--quiet"),
+        ]
+    )
+    config = train_config(args)
+    spec = config.encoder
+    assert (config.data, str(config.out), config.unlabeled, config.holdout_classes) == (
+        "glyphs",
+        "models/x",
+        True,
+        3,
+    )
+    assert (spec.image_size, spec.backbone, spec.width, spec.depth, spec.embedding_dim) == (
+        (48, 40),
+        "resnet50",
+        5,
+        2,
+        12,
+    )
+    assert (spec.weights, spec.freeze, spec.dropout) == ("imagenet", True, 0.1)
+    assert (config.loss, config.margin, config.temperature, config.mining) == (
+        "triplet",
+        0.3,
+        0.5,
+        "curriculum",
+    )
+    assert (config.curriculum_epochs, config.xbm_size, config.classification_baseline) == (
+        2,
+        256,
+        True,
+    )
+    assert (config.epochs, config.steps_per_epoch, config.classes_per_batch) == (3, 7, 6)
+    assert (config.examples_per_class, config.lr, config.weight_decay) == (3, 0.02, 0.001)
+    assert (config.early_stopping_patience, config.seed, config.augment) == (1, 9, "flip,blur=0.5")
+    assert args.threads == 1
+    assert config.verbose == 0

@@ -187,11 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     fitting.add_argument(
         "--examples-per-class",
         type=_positive,
-        default=defaults.examples_per_class,
+        default=None,
         metavar="K",
-        help="images of each class in each batch (unlabeled: views)",
+        help="images of each class in each batch (default 8; unlabeled: 2 views of each image)",
     )
-    fitting.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate (AdamW)")
+    fitting.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate (AdamW); default 0.01, or 0.001 to fine-tune "
+        "pretrained application weights",
+    )
     fitting.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     fitting.add_argument(
         "--early-stopping-patience",
@@ -340,7 +346,7 @@ def _train(config: TrainConfig) -> int:
         shown = ", ".join(result.skipped[:5]) + (" ..." if len(result.skipped) > 5 else "")
         print(f"skipped {len(result.skipped)} unreadable files: {shown}")
     print(
-        f"exported {config.out} (model_id {meta['model_id'][:12]}, {result.epochs_run} epochs, "
-        f"{result.seconds:.0f} s)"
+        f"exported {config.out} (model_id {meta['model_id'][:12]}; weights of epoch "
+        f"{result.best_epoch} of {result.epochs_run}; {result.seconds:.0f} s)"
     )
     return 0

@@ -158,7 +158,7 @@ def near_duplicates(
         original = embedder.embed(encoder, images)
         edited = embedder.embed(encoder, images, augmenter=augmenter)
         embedded[name] = (original, edited)
-        figures[name] = _duplicate_figures(edited, original, identity)
+        figures[name] = duplicate_figures(edited, original, identity)
     from training.image_files import resize_array
     from training.pipeline import pixels
 
@@ -171,11 +171,11 @@ def near_duplicates(
     both = raw_pixel_embeddings(
         np.stack([resize_array(image, size) for image in (*original_pixels, *edited_pixels)])
     )
-    figures[RAW_PIXELS] = _duplicate_figures(both[len(images) :], both[: len(images)], identity)
+    figures[RAW_PIXELS] = duplicate_figures(both[len(images) :], both[: len(images)], identity)
     return figures, embedded
 
 
-def _duplicate_figures(
+def duplicate_figures(
     query: np.ndarray, reference: np.ndarray, identity: np.ndarray
 ) -> dict[str, float]:
     """P@1 and recall@5 of finding row i of `reference` from row i of `query`.

@@ -41,7 +41,7 @@ class EncoderSpec:
     backbone: str = "small_cnn"
     image_size: tuple[int, int] = (32, 32)
     embedding_dim: int = 64
-    width: int = 32
+    width: int = 16
     depth: int = 3
     weights: str = "none"
     freeze: bool = False

@@ -19,7 +19,7 @@ from training.augment import AugmentConfig, default_for, parse_augment
 from training.datasets import DataSource, Splits, hide_labels, load_source, split
 from training.models import EncoderSpec
 
-DEFAULT_LOSS = "supcon"
+DEFAULT_LOSS = "multisimilarity"
 DUPLICATE_SAMPLE = 2_000
 
 
@@ -45,11 +45,11 @@ class TrainConfig:
     curriculum_epochs: int = 0
     xbm_size: int = 0
     classification_baseline: bool = False
-    epochs: int = 12
+    epochs: int = 8
     steps_per_epoch: int = 50
     classes_per_batch: int = 10
-    examples_per_class: int = 8
-    lr: float = 1e-3
+    examples_per_class: int | None = None  # 8, or 2 views per image when unlabeled
+    lr: float | None = None  # see learning_rate
     weight_decay: float = 1e-4
     augment: str = "auto"
     early_stopping_patience: int = 4
@@ -59,6 +59,18 @@ class TrainConfig:
 
     def augment_config(self, dataset: str) -> AugmentConfig:
         return default_for(dataset) if self.augment == "auto" else parse_augment(self.augment)
+
+    @property
+    def learning_rate(self) -> float:
+        """`lr`, else 0.01, or 0.001 when fine-tuning pretrained weights.
+
+        Steps large enough to train a network from scratch in a few hundred
+        steps would wreck pretrained features; a frozen backbone is safe.
+        """
+        if self.lr is not None:
+            return self.lr
+        fine_tuning = self.encoder.weights.lower() != "none" and not self.encoder.freeze
+        return 1e-3 if fine_tuning else 1e-2
 
     @property
     def loss_name(self) -> str:
@@ -71,6 +83,7 @@ class TrainResult:
     figures: dict[str, dict[str, dict[str, float]]]
     duplicates: dict[str, dict[str, float]]
     epochs_run: int
+    best_epoch: int
     seconds: float
     skipped: list[str]
 
@@ -85,7 +98,7 @@ def train(config: TrainConfig) -> TrainResult:
     from training.evaluate import UNTRAINED, Embedder, compare, evaluation_sets
     from training.models import build_encoder
     from training.pipeline import reader_for, training_batches
-    from training.trainer import MetricLearner, RetrievalValidation, fit
+    from training.trainer import MetricLearner, fit
 
     image_size = config.encoder.image_size
     source = load_source(
@@ -103,9 +116,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.unlabeled and not augment.enabled:
         raise ConfigError("--unlabeled makes positives by augmentation; --augment none leaves none")
     train_images = hide_labels(splits.train) if config.unlabeled else splits.train
-    examples_per_class = (
-        2 if config.unlabeled and config.examples_per_class > 4 else config.examples_per_class
-    )
+    examples_per_class = config.examples_per_class or (2 if config.unlabeled else 8)
     reader = reader_for(train_images, image_size)
     sampler = PKSampler(
         train_images.labels,
@@ -127,20 +138,13 @@ def train(config: TrainConfig) -> TrainResult:
     learner = MetricLearner(encoder, loss_layer, features)
 
     embedder = Embedder(image_size)
-    validation = None
-    if not config.unlabeled and len(np.unique(splits.validation.labels)) >= 2:
-        validation_images = splits.validation
-        validation = RetrievalValidation(
-            lambda model: embedder.embed(model, validation_images),
-            validation_images.labels,
-            encoder,
-        )
-    history, epochs_run = fit(
+    validation = _validation(config, splits, embedder, encoder, augmenter)
+    fitted = fit(
         learner,
         batches,
         epochs=config.epochs,
         steps_per_epoch=config.steps_per_epoch,
-        lr=config.lr,
+        lr=config.learning_rate,
         weight_decay=config.weight_decay,
         validation=validation,
         patience=config.early_stopping_patience,
@@ -163,16 +167,17 @@ def train(config: TrainConfig) -> TrainResult:
     calibration = _calibrate(encoder, splits, embedder, config.seed)
     failed = reader.failed_paths if reader is not None else ()
     skipped = sorted({*map(str, source.skipped), *map(str, failed), *embedder.unreadable})
-    provenance = _provenance(config, source, splits, augment, epochs_run, skipped)
+    provenance = _provenance(config, source, splits, augment, fitted, skipped)
     figures = _evaluation_json(evaluation.figures, duplicates, calibration, duplicate_calibration)
     model_json = _export(
-        encoder, config, calibration, duplicate_calibration, provenance, figures, history
+        encoder, config, calibration, duplicate_calibration, provenance, figures, fitted.history
     )
     return TrainResult(
         model_json,
         evaluation.figures,
         duplicates,
-        epochs_run,
+        fitted.epochs_run,
+        fitted.best_epoch,
         time.perf_counter() - started,
         skipped,
     )
@@ -187,6 +192,41 @@ def _split(source: DataSource, config: TrainConfig) -> Splits:
         seed=config.seed,
         min_classes=1 if config.unlabeled else 2,
     )
+
+
+def _validation(
+    config: TrainConfig, splits: Splits, embedder: Any, encoder: Any, augmenter: Any
+) -> Any:
+    """What early stopping watches: MAP@R on validation images of the seen classes.
+
+    Without labels it is near-duplicate retrieval instead (find each validation
+    image from an augmented copy), where MAP@R is P@1 because R = 1.
+    """
+    from training.evaluate import duplicate_figures
+    from training.metrics import retrieval_metrics
+    from training.trainer import RetrievalValidation
+
+    images = splits.validation
+    if len(images) < 3:
+        return None
+    if config.unlabeled:
+        identity = np.arange(len(images))
+
+        def measure() -> dict[str, float]:
+            original = embedder.embed(encoder, images)
+            edited = embedder.embed(encoder, images, augmenter=augmenter)
+            figures = duplicate_figures(edited, original, identity)
+            return {"map_at_r": figures["precision_at_1"], **figures}
+
+        return RetrievalValidation(measure)
+    if len(np.unique(images.labels)) < 2:
+        return None
+
+    def measure_classes() -> dict[str, float]:
+        figures = retrieval_metrics(embedder.embed(encoder, images), images.labels, ks=(1,))
+        return {name: figures[name] for name in ("precision_at_1", "map_at_r", "r_precision")}
+
+    return RetrievalValidation(measure_classes)
 
 
 def _loss(config: TrainConfig, encoder: Any, num_classes: int) -> tuple[Any, Any, list[Any]]:
@@ -254,7 +294,7 @@ def _provenance(
     source: DataSource,
     splits: Splits,
     augment: AugmentConfig,
-    epochs_run: int,
+    fitted: Any,
     skipped: list[str],
 ) -> dict[str, Any]:
     spec = asdict(config.encoder)
@@ -263,15 +303,16 @@ def _provenance(
         "dataset": source.name,
         "dataset_description": source.description,
         "loss": config.loss_name,
-        "epochs": epochs_run,
+        "epochs": fitted.epochs_run,
+        "best_epoch": fitted.best_epoch,
         "unlabeled": config.unlabeled,
         "encoder": spec,
         "training": {
             "epochs_max": config.epochs,
             "steps_per_epoch": config.steps_per_epoch,
             "classes_per_batch": config.classes_per_batch,
-            "examples_per_class": config.examples_per_class,
-            "lr": config.lr,
+            "examples_per_class": config.examples_per_class or (2 if config.unlabeled else 8),
+            "lr": config.learning_rate,
             "weight_decay": config.weight_decay,
             "margin": config.margin,
             "temperature": config.temperature,

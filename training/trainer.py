@@ -12,13 +12,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
-
-from training.metrics import retrieval_metrics
 
 VALIDATION_METRIC = "val_map_at_r"
 
@@ -68,38 +66,48 @@ class MetricLearner(keras.Model):
 
 
 class RetrievalValidation(keras.callbacks.Callback):
-    """Adds `val_<figure>` retrieval figures to each epoch's logs.
+    """Adds `val_<figure>` figures from `measure()` to each epoch's logs.
 
-    Listed before EarlyStopping, which reads the same logs dict. Validation
-    sets are small (a tenth of the training classes' images), so embedding
-    them every epoch costs little next to the epoch itself.
+    Listed before EarlyStopping, which reads the same logs dict. `measure`
+    embeds a small held-out set with the encoder as it is now; validation
+    sets are a tenth of the data, so this costs little next to the epoch.
     """
 
-    def __init__(
-        self, embed: Callable[[keras.Model], np.ndarray], labels: np.ndarray, encoder: keras.Model
-    ) -> None:
+    def __init__(self, measure: Callable[[], dict[str, float]]) -> None:
         super().__init__()
-        self.embed = embed
-        self.labels = labels
-        self.encoder = encoder
+        self.measure = measure
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs is None or len(np.unique(self.labels)) < 2 or len(self.labels) < 3:
+        if logs is None:
             return
-        figures = retrieval_metrics(self.embed(self.encoder), self.labels, ks=(1,))
-        for name in ("precision_at_1", "map_at_r", "r_precision"):
-            logs[f"val_{name}"] = figures[name]
+        for name, value in self.measure().items():
+            logs[f"val_{name}"] = value
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds per epoch in the history, so runs can be compared on cost."""
+    """Wall-clock seconds per epoch for the history, so runs can be compared on cost.
+
+    Kept out of the epoch logs, which the progress bar prints beside its own timing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs is not None:
-            logs["seconds"] = time.perf_counter() - self._started
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Per-epoch curves, epochs run, and the 1-based epoch whose weights were kept."""
+
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_epoch: int
 
 
 def make_optimizer(lr: float, total_steps: int, weight_decay: float) -> keras.optimizers.Optimizer:
@@ -127,26 +135,25 @@ def fit(
     patience: int = 0,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 1,
-) -> tuple[dict[str, list[float]], int]:
-    """Train; returns the per-epoch history and the number of epochs actually run.
+) -> FitResult:
+    """Train, stopping early when validation MAP@R stalls.
 
-    With `patience` > 0 and a validation set, training stops when validation
-    MAP@R has not improved for that many epochs and the best epoch's weights
-    are restored, so what is exported is the epoch that validated best.
+    With a validation set the best epoch's weights are restored at the end
+    (patience 0 means never stop early but still keep the best epoch), so what
+    is exported is the epoch that validated best.
     """
     learner.compile(optimizer=make_optimizer(lr, epochs * steps_per_epoch, weight_decay))
-    callbacks: list[keras.callbacks.Callback] = [EpochTimer(), *extra_callbacks]
+    timer = EpochTimer()
+    callbacks: list[keras.callbacks.Callback] = [timer, *extra_callbacks]
     if validation is not None:
-        callbacks.append(validation)
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=VALIDATION_METRIC,
-                mode="max",
-                patience=patience if patience > 0 else epochs,
-                restore_best_weights=True,
-                min_delta=1e-4,
-            )
+        stopping = keras.callbacks.EarlyStopping(
+            monitor=VALIDATION_METRIC,
+            mode="max",
+            patience=patience if patience > 0 else epochs,
+            restore_best_weights=True,
+            min_delta=1e-4,
         )
+        callbacks += [validation, stopping]
     history = learner.fit(
         batches,
         epochs=epochs,
@@ -159,4 +166,7 @@ def fit(
         name: [float(v) if math.isfinite(float(v)) else 0.0 for v in values]
         for name, values in history.history.items()
     }
-    return curves, len(curves.get("loss", []))
+    curves["seconds"] = timer.seconds
+    epochs_run = len(timer.seconds)
+    best = stopping.best_epoch + 1 if validation is not None else epochs_run
+    return FitResult(curves, epochs_run, best)
