@@ -334,28 +334,25 @@ class HnswIndex(VectorIndex):
         )
 
     def load(self, path: Path) -> None:
-        data = path.read_bytes()
-        if not data.startswith(SNAPSHOT_MAGIC):
-            raise ValueError(f"{path} is not an HNSW index snapshot")
-        at = len(SNAPSHOT_MAGIC)
-        (header_len,) = struct.unpack_from("<Q", data, at)
-        at += 8
-        header = json.loads(data[at : at + header_len])
-        at += header_len
-        if header["version"] != SNAPSHOT_VERSION:
-            raise ValueError(f"HNSW snapshot format {header['version']} is not supported")
-        if header["dim"] != self.dim:
-            raise ValueError(f"snapshot has dimension {header['dim']}, expected {self.dim}")
-        if header["m"] != self.m:
-            raise ValueError(f"snapshot graph has M={header['m']}, configured M={self.m}")
-        nodes = int(header["nodes"])
-        keys = np.frombuffer(data, dtype=np.int64, count=nodes, offset=at).copy()
-        at += 8 * nodes
-        graph = faiss.deserialize_index(
-            np.frombuffer(data, dtype=np.uint8, count=int(header["graph_bytes"]), offset=at)
-        )
-        del data
-        if graph.ntotal != nodes or graph.d != self.dim:
+        # Streamed from the file, so a large graph is never held twice in memory.
+        with path.open("rb") as f:
+            if f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+                raise ValueError(f"{path} is not an HNSW index snapshot")
+            size = f.read(8)
+            if len(size) != 8:
+                raise ValueError(f"{path} is truncated")
+            (header_len,) = struct.unpack("<Q", size)
+            header = json.loads(f.read(header_len))
+            if header["version"] != SNAPSHOT_VERSION:
+                raise ValueError(f"HNSW snapshot format {header['version']} is not supported")
+            if header["dim"] != self.dim:
+                raise ValueError(f"snapshot has dimension {header['dim']}, expected {self.dim}")
+            if header["m"] != self.m:
+                raise ValueError(f"snapshot graph has M={header['m']}, configured M={self.m}")
+            nodes = int(header["nodes"])
+            keys = np.frombuffer(f.read(8 * nodes), dtype=np.int64).copy()
+            graph = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+        if len(keys) != nodes or graph.ntotal != nodes or graph.d != self.dim:
             raise ValueError(f"{path} is inconsistent: {graph.ntotal} nodes, header says {nodes}")
         graph.hnsw.efSearch = self.ef_search
         self._rebuild = None

@@ -190,6 +190,17 @@ def test_a_snapshot_of_another_shape_is_refused(make_index: IndexFactory, tmp_pa
             index.load(path)
 
 
+def test_a_truncated_snapshot_is_refused(make_index: IndexFactory, tmp_path: Path) -> None:
+    index = make_index()
+    index.add(np.arange(50), clustered(50))
+    data = index.serialize()
+    path = tmp_path / "index.bin"
+    for cut in (10, len(data) // 3, len(data) - 5):
+        path.write_bytes(data[:cut])
+        with pytest.raises((ValueError, RuntimeError)):
+            make_index().load(path)
+
+
 def test_many_deletes_and_replaces_never_return_stale_keys(make_index: IndexFactory) -> None:
     index = make_index()
     n = 2000
