@@ -17,7 +17,8 @@ import base64
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,13 @@ from app.catalog import (
 )
 from app.config import Settings
 from app.errors import InvalidField, ModelMismatch
-from app.milvus_filters import all_of, field_in, matches, metadata_expression, string_literal
+from app.milvus_filters import (
+    all_of,
+    field_in,
+    matches,
+    metadata_expression,
+    string_literal,
+)
 
 log = logging.getLogger("lookalike.catalog")
 
@@ -48,6 +55,7 @@ MODEL_ID_MAX_BYTES = 128
 TIME_MAX_BYTES = 32
 IMAGE_MAX_BYTES = 65_535
 MAX_LIMIT = 16_384  # Milvus' largest topk
+SCAN_PAGE = 1024
 STRONG = "Strong"
 ITEM_FIELDS = ["id", "metadata", "product_id", "model_id", "created_at", "updated_at", "has_image"]
 
@@ -132,6 +140,29 @@ def _exact(
             )
         )
     return hits, len(found) == limit < MAX_LIMIT
+
+
+def _stored(row: dict[str, Any]) -> StoredItem:
+    return StoredItem(
+        id=row["id"],
+        metadata=dict(row["metadata"] or {}),
+        product_id=row["product_id"],
+        model_id=row["model_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        has_image=bool(row["has_image"]),
+    )
+
+
+def _facet(value: object) -> tuple[int, object] | None:
+    """A scalar's facet, numbers of equal value together (1 and 1.0), as the local backend."""
+    if value is None or isinstance(value, bool):
+        return 0, value
+    if isinstance(value, int | float):
+        return 1, value
+    if isinstance(value, str):
+        return 2, value
+    return None
 
 
 class MilvusCatalog(Catalog):
@@ -320,17 +351,7 @@ class MilvusCatalog(Catalog):
 
     def get(self, item_id: str) -> StoredItem | None:
         row = self._one(item_id, ITEM_FIELDS)
-        if row is None:
-            return None
-        return StoredItem(
-            id=row["id"],
-            metadata=dict(row["metadata"] or {}),
-            product_id=row["product_id"],
-            model_id=row["model_id"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            has_image=bool(row["has_image"]),
-        )
+        return None if row is None else _stored(row)
 
     def get_embedding(self, item_id: str) -> np.ndarray | None:
         row = self._one(item_id, ["embedding"])
@@ -372,6 +393,62 @@ class MilvusCatalog(Catalog):
             return [_exact(hits, limit, min_score, metadata_filter) for hits in found]
 
         return deepen_until_k(fetch, k, group_by_product=group_by_product)
+
+    def product_items(self, product_id: str) -> list[StoredItem]:
+        rows = self._query(f"product_id == {string_literal(product_id)}", ITEM_FIELDS)
+        rows.sort(key=lambda r: (r["created_at"], r["id"]))
+        return [_stored(r) for r in rows]
+
+    def delete_product(self, product_id: str) -> list[str]:
+        expression = f"product_id == {string_literal(product_id)}"
+        ids = [str(r["id"]) for r in self._query(expression, ["id"])]
+        if ids:
+            self._client.delete(self._name, filter=expression)
+        return ids
+
+    def _scan(self, fields: list[str]) -> Iterator[list[dict[str, Any]]]:
+        """Every row, in pages; for whole-catalogue jobs, not requests."""
+        pages = self._client.query_iterator(
+            self._name,
+            batch_size=SCAN_PAGE,
+            output_fields=fields,
+            consistency_level=STRONG,
+        )
+        try:
+            while rows := pages.next():
+                yield rows
+        finally:
+            pages.close()
+
+    def facets(self, key: str, limit: int) -> list[tuple[object, int]]:
+        counts: Counter[tuple[int, object]] = Counter()
+        # Not narrowed by `exists`: Milvus Lite's would skip keys holding null.
+        for rows in self._scan(["metadata"]):
+            for row in rows:
+                metadata = row["metadata"] or {}
+                if key in metadata:
+                    facet = _facet(metadata[key])
+                    if facet is not None:
+                        counts[facet] += 1
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][0], str(kv[0][1])))
+        return [(value, n) for (_, value), n in ranked[:limit]]
+
+    def near_duplicate_pairs(self, threshold: float, neighbours: int) -> list[tuple[str, str]]:
+        pairs: set[tuple[str, str]] = set()
+        for rows in self._scan(["id", "embedding"]):
+            found = self._client.search(
+                self._name,
+                data=[r["embedding"] for r in rows],
+                limit=min(neighbours + 1, MAX_LIMIT),
+                search_params=self._search_params_for(neighbours + 1, threshold),
+                consistency_level=STRONG,
+            )
+            for row, hits in zip(rows, found, strict=True):
+                for hit in hits:
+                    other = str(hit["id"])
+                    if other != row["id"] and float(hit["distance"]) >= threshold:
+                        pairs.add((min(row["id"], other), max(row["id"], other)))
+        return sorted(pairs)
 
     def stats(self) -> CatalogStats:
         return CatalogStats(

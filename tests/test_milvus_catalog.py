@@ -140,6 +140,34 @@ def test_min_score_and_product_grouping(catalog: Catalog) -> None:
     assert grouped[1].id == "solo"
 
 
+def test_products_facets_and_near_duplicates(catalog: Catalog) -> None:
+    query = unit(0)
+    catalog.upsert(
+        [
+            NewItem(id="a1", embedding=query, product_id="A", metadata={"colour": "red", "n": 1}),
+            NewItem(
+                id="a2", embedding=unit(1), product_id="A", metadata={"colour": "red", "n": 1.0}
+            ),
+            NewItem(
+                id="b1", embedding=query, product_id="B", metadata={"colour": "blue", "n": None}
+            ),
+            NewItem(id="c1", embedding=unit(2), metadata={"colour": "red", "n": True, "l": [1]}),
+        ]
+    )
+    assert [i.id for i in catalog.product_items("A")] == ["a1", "a2"]
+    assert catalog.facets("colour", 10) == [("red", 3), ("blue", 1)]
+    size = catalog.facets("n", 10)
+    assert size[0] == (1, 2)
+    assert sorted(size[1:], key=str) == [(None, 1), (True, 1)]
+    assert catalog.facets("l", 10) == []
+    assert catalog.facets("colour", 1) == [("red", 3)]
+    assert sorted(catalog.near_duplicate_pairs(0.999, 5)) == [("a1", "b1")]
+    assert sorted(catalog.delete_product("A")) == ["a1", "a2"]
+    assert catalog.product_items("A") == []
+    assert catalog.delete_product("A") == []
+    assert catalog.stats().count == 2
+
+
 @milvus_only
 def test_integers_milvus_json_cannot_hold_are_refused_not_crashed(catalog: Catalog) -> None:
     with pytest.raises(InvalidField, match="64 bits"):
