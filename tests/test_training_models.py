@@ -285,3 +285,12 @@ def test_every_train_option_reaches_the_config() -> None:
     assert (config.early_stopping_patience, config.seed, config.augment) == (1, 9, "flip,blur=0.5")
     assert args.threads == 1
     assert config.verbose == 0
+
+
+def test_batches_hold_80_images_by_default() -> None:
+    from training.train import TrainConfig
+
+    assert TrainConfig().batch_shape == (10, 8)
+    assert TrainConfig(unlabeled=True).batch_shape == (40, 2)
+    assert TrainConfig(examples_per_class=4).batch_shape == (20, 4)
+    assert TrainConfig(classes_per_batch=3, examples_per_class=5).batch_shape == (3, 5)

@@ -180,9 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     fitting.add_argument(
         "--classes-per-batch",
         type=_positive,
-        default=defaults.classes_per_batch,
+        default=None,
         metavar="P",
-        help="classes in each batch",
+        help="classes in each batch (default: 80 images per batch, so 10; unlabeled: 40 images)",
     )
     fitting.add_argument(
         "--examples-per-class",

@@ -82,7 +82,7 @@ def _check_readable(paths: list[Path], *, progress: bool) -> list[bool]:
                 total=len(paths),
                 desc="scanning",
                 unit="file",
-                disable=not progress,
+                disable=None if progress else True,
                 leave=False,
             )
         )

@@ -47,8 +47,8 @@ class TrainConfig:
     classification_baseline: bool = False
     epochs: int = 8
     steps_per_epoch: int = 50
-    classes_per_batch: int = 10
-    examples_per_class: int | None = None  # 8, or 2 views per image when unlabeled
+    classes_per_batch: int | None = None  # see batch_shape
+    examples_per_class: int | None = None
     lr: float | None = None  # see learning_rate
     weight_decay: float = 1e-4
     augment: str = "auto"
@@ -71,6 +71,17 @@ class TrainConfig:
             return self.lr
         fine_tuning = self.encoder.weights.lower() != "none" and not self.encoder.freeze
         return 1e-3 if fine_tuning else 1e-2
+
+    @property
+    def batch_shape(self) -> tuple[int, int]:
+        """(P, K): 10 classes x 8 images, or unlabeled 40 images x 2 views.
+
+        Either way a batch holds 80 images; without labels, more distinct
+        images per batch means more negatives, which is what that mode learns from.
+        """
+        k = self.examples_per_class or (2 if self.unlabeled else 8)
+        p = self.classes_per_batch or max(2, 80 // k)
+        return p, k
 
     @property
     def loss_name(self) -> str:
@@ -116,11 +127,11 @@ def train(config: TrainConfig) -> TrainResult:
     if config.unlabeled and not augment.enabled:
         raise ConfigError("--unlabeled makes positives by augmentation; --augment none leaves none")
     train_images = hide_labels(splits.train) if config.unlabeled else splits.train
-    examples_per_class = config.examples_per_class or (2 if config.unlabeled else 8)
+    classes_per_batch, examples_per_class = config.batch_shape
     reader = reader_for(train_images, image_size)
     sampler = PKSampler(
         train_images.labels,
-        config.classes_per_batch,
+        classes_per_batch,
         examples_per_class,
         seed=config.seed,
         excluded=reader.failed if reader is not None else None,
@@ -310,8 +321,8 @@ def _provenance(
         "training": {
             "epochs_max": config.epochs,
             "steps_per_epoch": config.steps_per_epoch,
-            "classes_per_batch": config.classes_per_batch,
-            "examples_per_class": config.examples_per_class or (2 if config.unlabeled else 8),
+            "classes_per_batch": config.batch_shape[0],
+            "examples_per_class": config.batch_shape[1],
             "lr": config.learning_rate,
             "weight_decay": config.weight_decay,
             "margin": config.margin,
