@@ -86,6 +86,18 @@ def test_split_is_disjoint_stratified_and_holds_out_the_last_classes() -> None:
     assert identities(again.test) == ids[2]
 
 
+def test_validation_classes_are_set_aside_whole() -> None:
+    labels = np.repeat(np.arange(10), 30)
+    splits = split(numbered_source(labels), holdout_classes=4, validation_classes=2)
+    assert splits.train_classes == tuple("0123")
+    assert splits.validation_classes == ("4", "5")
+    assert set(np.unique(splits.validation.labels)) == {4, 5}
+    assert len(splits.validation) == 60
+    assert len(splits.train) + len(splits.test) == 120
+    with pytest.raises(DataError, match="validation-classes"):
+        split(numbered_source(labels), holdout_classes=4, validation_classes=5)
+
+
 def test_split_renumbers_seen_classes_contiguously() -> None:
     labels = np.repeat([2, 5, 7, 9], 5)
     source = DataSource(

@@ -244,6 +244,14 @@ def test_every_train_option_reaches_the_config() -> None:
         [
             *("train", "--data", "glyphs", "--out", "models/x", "--unlabeled"),
             *("--holdout-classes", "3", "--image-size", "48x40", "--augment", "flip,blur=0.5"),
+            *(
+                "--validation-classes",
+                "2",
+                "--test-fraction",
+                "0.3",
+                "--validation-fraction",
+                "0.2",
+            ),
             *("--backbone", "resnet50", "--width", "5", "--depth", "2", "--embedding-dim", "12"),
             *("--weights", "imagenet", "--freeze", "--dropout", "0.1", "--loss", "triplet"),
             *("--margin", "0.3", "--temperature", "0.5", "--mining", "curriculum"),
@@ -283,6 +291,11 @@ def test_every_train_option_reaches_the_config() -> None:
     assert (config.epochs, config.steps_per_epoch, config.classes_per_batch) == (3, 7, 6)
     assert (config.examples_per_class, config.lr, config.weight_decay) == (3, 0.02, 0.001)
     assert (config.early_stopping_patience, config.seed, config.augment) == (1, 9, "flip,blur=0.5")
+    assert (config.validation_classes, config.test_fraction, config.validation_fraction) == (
+        2,
+        0.3,
+        0.2,
+    )
     assert args.threads == 1
     assert config.verbose == 0
 

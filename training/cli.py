@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold out the last N classes (sorted) and evaluate on them",
     )
     data.add_argument(
+        "--validation-classes",
+        type=_non_negative,
+        default=defaults.validation_classes,
+        metavar="N",
+        help="set the N classes before the held-out ones aside for early stopping, so it "
+        "rewards generalising to new classes (replaces --validation-fraction)",
+    )
+    data.add_argument(
         "--test-fraction",
         type=float,
         default=defaults.test_fraction,
@@ -246,6 +254,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         out=args.out,
         unlabeled=args.unlabeled,
         holdout_classes=args.holdout_classes,
+        validation_classes=args.validation_classes,
         test_fraction=args.test_fraction,
         validation_fraction=args.validation_fraction,
         encoder=EncoderSpec(

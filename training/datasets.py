@@ -69,7 +69,9 @@ class Splits:
 
     `validation` drives early stopping and `test` is reported, so the figure
     reported was never used to choose anything. `unseen` holds every image of
-    the held-out classes, which training never sees.
+    the held-out classes, which training never sees. `validation` is either
+    some images of every seen class or, with `validation_classes`, every image
+    of classes set aside for it.
     """
 
     train: ImageSet
@@ -78,6 +80,7 @@ class Splits:
     unseen: ImageSet | None
     train_classes: tuple[str, ...]
     unseen_classes: tuple[str, ...] = field(default=())
+    validation_classes: tuple[str, ...] = field(default=())
 
 
 def load_source(
@@ -149,6 +152,7 @@ def split(
     source: DataSource,
     *,
     holdout_classes: int = 0,
+    validation_classes: int = 0,
     test_fraction: float = 0.2,
     validation_fraction: float = 0.1,
     seed: int = 0,
@@ -162,16 +166,27 @@ def split(
     Training labels are renumbered 0..C-1 because classification heads and
     class proxies need contiguous labels. `min_classes=1` suits unlabeled
     training, where the classes only score retrieval.
+
+    With `validation_classes`, the classes just before the held-out ones are
+    set aside whole for early stopping instead of a fraction of every seen
+    class's images: stopping then rewards generalising to new classes, which
+    is what held-out classes measure.
     """
     names = source.class_names
     present = np.unique(source.images.labels)
-    if holdout_classes < 0 or len(present) - holdout_classes < min_classes:
+    set_aside = holdout_classes + validation_classes
+    if min(holdout_classes, validation_classes) < 0 or len(present) - set_aside < min_classes:
         raise DataError(
-            f"--holdout-classes {holdout_classes} leaves fewer than {min_classes} of the "
-            f"{len(present)} classes to train on"
+            f"--holdout-classes {holdout_classes} and --validation-classes {validation_classes} "
+            f"leave fewer than {min_classes} of the {len(present)} classes to train on"
         )
-    unseen_ids = present[len(present) - holdout_classes :] if holdout_classes else present[:0]
-    seen_ids = present[: len(present) - holdout_classes]
+    seen_ids = present[: len(present) - set_aside]
+    validation_ids = present[len(seen_ids) : len(present) - holdout_classes]
+    unseen_ids = present[len(present) - holdout_classes :]
+    if validation_classes == 1:
+        raise DataError("--validation-classes needs at least 2 classes to score retrieval on")
+    if validation_classes:
+        validation_fraction = 0.0
     labels = source.images.labels
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
@@ -192,13 +207,17 @@ def split(
     unseen = None
     if holdout_classes:
         unseen = source.images.subset(np.flatnonzero(np.isin(labels, unseen_ids)))
+    validation = seen_part("validation")
+    if validation_classes:
+        validation = source.images.subset(np.flatnonzero(np.isin(labels, validation_ids)))
     return Splits(
         train=seen_part("train"),
-        validation=seen_part("validation"),
+        validation=validation,
         test=seen_part("test"),
         unseen=unseen,
         train_classes=tuple(names[i] for i in seen_ids),
         unseen_classes=tuple(names[i] for i in unseen_ids),
+        validation_classes=tuple(names[i] for i in validation_ids),
     )
 
 

@@ -237,31 +237,24 @@ def run_evaluate(
     provenance = meta.get("provenance", {})
     image_size = (int(meta["image_size"][0]), int(meta["image_size"][1]))
     source = load_source(data, image_size=image_size, progress=progress)
-    same_data = provenance.get("dataset") == source.name
-    split_settings = provenance.get("split", {}) if same_data else {}
-    holdout = (
-        holdout_classes
-        if holdout_classes is not None
-        else int(split_settings.get("holdout_classes", 0))
+    settings = provenance.get("split", {}) if provenance.get("dataset") == source.name else {}
+    if holdout_classes is None:
+        holdout_classes = int(settings.get("holdout_classes", 0))
+    if seed is None:
+        seed = int(settings.get("seed", 0))
+    # On the data it was trained on, the model is measured on exactly the
+    # images it held out at export. On other data nothing was seen: half of
+    # each class's images are queries, the other half fit the linear probe.
+    splits = split(
+        source,
+        holdout_classes=holdout_classes,
+        validation_classes=len(settings.get("validation_classes", [])),
+        test_fraction=float(settings.get("test_fraction", 0.5)),
+        validation_fraction=float(settings.get("validation_fraction", 0.0)),
+        seed=seed,
     )
-    seed = seed if seed is not None else int(split_settings.get("seed", 0))
-    if same_data:
-        splits = split(
-            source,
-            holdout_classes=holdout,
-            test_fraction=float(split_settings.get("test_fraction", 0.2)),
-            validation_fraction=float(split_settings.get("validation_fraction", 0.1)),
-            seed=seed,
-        )
-        sets = evaluation_sets(splits)
-        probe = splits.train
-    else:
-        # Data the model never saw: every image of the seen classes is held out.
-        splits = split(
-            source, holdout_classes=holdout, test_fraction=0.5, validation_fraction=0.0, seed=seed
-        )
-        sets = evaluation_sets(splits)
-        probe = splits.train
+    sets = evaluation_sets(splits)
+    probe = splits.train
     encoder = keras.saving.load_model(model_dir / "encoder.keras", compile=False)
     untrained = keras.models.clone_model(encoder)
     embedder = Embedder(image_size)

@@ -35,6 +35,7 @@ class TrainConfig:
     out: Path = Path("models/default")
     unlabeled: bool = False
     holdout_classes: int = 0
+    validation_classes: int = 0
     test_fraction: float = 0.2
     validation_fraction: float = 0.1
     encoder: EncoderSpec = field(default_factory=EncoderSpec)
@@ -198,6 +199,7 @@ def _split(source: DataSource, config: TrainConfig) -> Splits:
     return split(
         source,
         holdout_classes=config.holdout_classes,
+        validation_classes=config.validation_classes,
         test_fraction=config.test_fraction,
         validation_fraction=config.validation_fraction,
         seed=config.seed,
@@ -337,6 +339,7 @@ def _provenance(
         "split": {
             "seed": config.seed,
             "holdout_classes": config.holdout_classes,
+            "validation_classes": list(splits.validation_classes),
             "test_fraction": config.test_fraction,
             "validation_fraction": config.validation_fraction,
             "train_images": len(splits.train),
