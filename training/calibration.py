@@ -197,10 +197,16 @@ def _as_embeddings(x: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
-def _fit(scores_pos: np.ndarray, scores_neg: np.ndarray) -> Calibration:
+def _labelled_pairs(
+    scores_pos: np.ndarray, scores_neg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     scores = np.concatenate([scores_pos, scores_neg])
     same = np.concatenate([np.ones(scores_pos.size, bool), np.zeros(scores_neg.size, bool)])
-    return _best_threshold(scores, same)
+    return scores, same
+
+
+def _fit(scores_pos: np.ndarray, scores_neg: np.ndarray) -> Calibration:
+    return _best_threshold(*_labelled_pairs(scores_pos, scores_neg))
 
 
 def calibrate_threshold(
@@ -214,6 +220,21 @@ def calibrate_threshold(
 
     Pass embeddings of images the encoder was not trained on: on training images the
     classes look tighter than they will in service and the threshold comes out too high.
+    """
+    return _best_threshold(*class_pair_scores(embeddings, labels, max_pairs=max_pairs, seed=seed))
+
+
+def class_pair_scores(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    max_pairs: int = 200_000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, same) of the balanced pairs `calibrate_threshold` fits on.
+
+    Public so that reports draw their threshold curves from exactly the pairs
+    the threshold was chosen on: same arguments, same pairs.
     """
     embeddings = _as_embeddings(embeddings, "embeddings")
     labels = np.asarray(labels).reshape(-1)
@@ -229,7 +250,7 @@ def calibrate_threshold(
         raise ValueError(
             "calibration needs at least two classes and one class with two or more examples"
         )
-    return _fit(
+    return _labelled_pairs(
         _pair_scores(embeddings, embeddings, pos_i, pos_j),
         _pair_scores(embeddings, embeddings, neg_i, neg_j),
     )
