@@ -50,10 +50,29 @@ def _json_object(text: str, field: str) -> dict[str, Any]:
     return value
 
 
+INT64 = range(-(2**63), 2**63)
+
+
+def _check_integers(value: object, field: str) -> None:
+    """Integers beyond 64 bits fit no index (SQLite's or Milvus'), so refuse them upfront."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and value not in INT64:
+        raise InvalidField(f"{field} holds an integer beyond 64 bits")
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _check_integers(inner, f"{field}.{key}")
+    elif isinstance(value, list):
+        for inner in value:
+            _check_integers(inner, field)
+
+
 def parse_metadata(text: str | None, field: str = "metadata") -> Metadata:
     if text is None or not text.strip():
         return {}
-    return _json_object(text, field)
+    value = _json_object(text, field)
+    _check_integers(value, field)
+    return value
 
 
 def parse_filter(text: str | None) -> MetadataFilter | None:
@@ -61,6 +80,7 @@ def parse_filter(text: str | None) -> MetadataFilter | None:
     if text is None or not text.strip():
         return None
     value = _json_object(text, "filter")
+    _check_integers(value, "filter")
     for key, expected in value.items():
         if not isinstance(expected, str | int | float | bool) and expected is not None:
             raise InvalidField(

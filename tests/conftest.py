@@ -44,7 +44,7 @@ def write_model_dir(path: Path, *, seed: int, threshold: float = 0.9) -> Path:
         "embedding_dim": TEST_EMBEDDING_DIM,
         "metric": "cosine",
         "match_threshold": threshold,
-        "duplicate_threshold": 0.98,
+        "duplicate_threshold": 0.9999,
         "preprocessing": {"resize": "bilinear", "fit": "stretch"},
         "provenance": {"dataset": "test", "loss": "none", "epochs": 0},
         "evaluation": {},

@@ -36,11 +36,12 @@ def test_index_then_search_finds_the_same_image_first(client: TestClient) -> Non
             "filename": f"{seed}.png",
             "status": "created",
             "error": None,
+            "duplicates": [],
         }
     r = search(client, 3, k=5)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [hit["id"] for hit in body["results"]][0] == "sku-3"
+    assert body["results"][0]["id"] == "sku-3"
     assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert body["results"][0]["metadata"] == {"n": 3}
     scores = [hit["score"] for hit in body["results"]]
@@ -149,6 +150,8 @@ def test_filter_still_returns_k_matching_results(client: TestClient) -> None:
     assert text == []
     bad = search(client, 1, k=5, filter='{"n": [1, 2]}')
     assert bad.status_code == 422
+    huge = search(client, 1, k=5, filter='{"n": 123456789012345678901234567890}')
+    assert huge.status_code == 422
 
 
 def test_min_score_and_k_limits(client: TestClient) -> None:
@@ -187,7 +190,14 @@ def test_id_is_derived_from_bytes_when_missing(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("item_id", "metadata"),
-    [("", "{}"), ("x" * 257, "{}"), ("bad\nid", "{}"), ("ok", "[1]"), ("ok", "{nope")],
+    [
+        ("", "{}"),
+        ("x" * 257, "{}"),
+        ("bad\nid", "{}"),
+        ("ok", "[1]"),
+        ("ok", "{nope"),
+        ("ok", '{"n": 99999999999999999999}'),
+    ],
 )
 def test_invalid_fields_are_422(client: TestClient, item_id: str, metadata: str) -> None:
     r = index(client, 1, item_id, metadata=metadata)
