@@ -29,12 +29,16 @@ from training.metrics import (
 if TYPE_CHECKING:
     import keras
 
+    from training.calibration import Calibration
+
 RAW_PIXELS = "raw_pixels"
 UNTRAINED = "untrained_encoder"
 TRAINED = "encoder"
 RAW_PIXEL_MAX_SIDE = 32
 """Raw pixels are compared at the encoder's size but no larger than this: beyond
 it they retrieve no better, and memory and k-means (for NMI) grow with every pixel."""
+DUPLICATE_SAMPLE = 2_000
+"""Near-duplicate checks use at most this many images: their pixels are held in memory."""
 PROBE_MAX_TRAIN = 5_000
 """Training embeddings for the linear probe are a sample of at most this many."""
 TABLE_FIGURES = ("precision_at_1", "r_precision", "map_at_r", "recall_at_5", "nmi")
@@ -191,6 +195,54 @@ def duplicate_figures(
         "precision_at_1": float(hits[:, 0].mean()),
         "recall_at_5": float(hits.any(axis=1).mean()),
     }
+
+
+def duplicate_check(
+    encoders: Mapping[str, keras.Model],
+    images: ImageSet,
+    embedder: Embedder,
+    augmenter: keras.Model,
+    *,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, float]], Calibration | None]:
+    """Near-duplicate figures on (a sample of) `images`, and the duplicate threshold.
+
+    The threshold is the F1-optimal similarity between an original and its
+    augmented copy against other images, for the encoder named "encoder".
+    """
+    from training.calibration import calibrate_duplicate_threshold
+
+    if len(images) > DUPLICATE_SAMPLE:
+        chosen = np.random.default_rng(seed).choice(len(images), DUPLICATE_SAMPLE, replace=False)
+        images = images.subset(np.sort(chosen))
+    if len(images) < 2 or not augmenter.layers:
+        return {}, None
+    figures, embedded = near_duplicates(encoders, images, embedder, augmenter)
+    original, edited = embedded[TRAINED]
+    return figures, calibrate_duplicate_threshold(original, edited, seed=seed)
+
+
+def calibrate_match(
+    encoder: keras.Model, splits: Splits, embedder: Embedder, *, seed: int = 0
+) -> Calibration | None:
+    """F1-optimal match threshold on held-out images, unseen classes included when there are.
+
+    None when there are no two labelled classes to make pairs from (a flat
+    unlabeled folder).
+    """
+    from training.calibration import calibrate_threshold
+
+    parts = [(embedder.embed(encoder, splits.test), splits.test.labels)]
+    if splits.unseen is not None:
+        # Unseen classes keep their source ids; shift them past the renumbered seen ones.
+        offset = int(splits.test.labels.max()) + 1
+        parts.append((embedder.embed(encoder, splits.unseen), splits.unseen.labels + offset))
+    embeddings = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    try:
+        return calibrate_threshold(embeddings, labels, seed=seed)
+    except ValueError:
+        return None
 
 
 def format_table(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,8 +19,14 @@ from training.augment import AugmentConfig, default_for, parse_augment
 from training.datasets import DataSource, Splits, hide_labels, load_source, split
 from training.models import EncoderSpec
 
+if TYPE_CHECKING:
+    import keras
+
+    from training.calibration import Calibration
+    from training.evaluate import Embedder
+    from training.trainer import FitResult, RetrievalValidation
+
 DEFAULT_LOSS = "multisimilarity"
-DUPLICATE_SAMPLE = 2_000
 
 
 class ConfigError(Exception):
@@ -107,7 +113,14 @@ def train(config: TrainConfig) -> TrainResult:
 
     from training.augment import build_augmenter
     from training.batching import PKSampler
-    from training.evaluate import UNTRAINED, Embedder, compare, evaluation_sets
+    from training.evaluate import (
+        UNTRAINED,
+        Embedder,
+        calibrate_match,
+        compare,
+        duplicate_check,
+        evaluation_sets,
+    )
     from training.models import build_encoder
     from training.pipeline import reader_for, training_batches
     from training.trainer import MetricLearner, fit
@@ -173,10 +186,10 @@ def train(config: TrainConfig) -> TrainResult:
         probe_train=splits.train,
         seed=config.seed,
     )
-    duplicates, duplicate_calibration = _near_duplicates(
-        encoders, splits, embedder, augmenter, config.seed
+    duplicates, duplicate_calibration = duplicate_check(
+        encoders, splits.test, embedder, augmenter, seed=config.seed
     )
-    calibration = _calibrate(encoder, splits, embedder, config.seed)
+    calibration = calibrate_match(encoder, splits, embedder, seed=config.seed)
     failed = reader.failed_paths if reader is not None else ()
     skipped = sorted({*map(str, source.skipped), *map(str, failed), *embedder.unreadable})
     provenance = _provenance(config, source, splits, augment, fitted, skipped)
@@ -208,8 +221,12 @@ def _split(source: DataSource, config: TrainConfig) -> Splits:
 
 
 def _validation(
-    config: TrainConfig, splits: Splits, embedder: Any, encoder: Any, augmenter: Any
-) -> Any:
+    config: TrainConfig,
+    splits: Splits,
+    embedder: Embedder,
+    encoder: keras.Model,
+    augmenter: keras.Model,
+) -> RetrievalValidation | None:
     """What early stopping watches: MAP@R on validation images of the seen classes.
 
     Without labels it is near-duplicate retrieval instead (find each validation
@@ -242,7 +259,9 @@ def _validation(
     return RetrievalValidation(measure_classes)
 
 
-def _loss(config: TrainConfig, encoder: Any, num_classes: int) -> tuple[Any, Any, list[Any]]:
+def _loss(
+    config: TrainConfig, encoder: keras.Model, num_classes: int
+) -> tuple[keras.layers.Layer, keras.Model | None, list[keras.callbacks.Callback]]:
     """The loss layer, the network it sees, and the callbacks it needs."""
     if config.classification_baseline:
         import keras
@@ -269,45 +288,12 @@ def _loss(config: TrainConfig, encoder: Any, num_classes: int) -> tuple[Any, Any
     return loss_layer, None, loss_callbacks(loss_layer, config.curriculum_epochs)
 
 
-def _near_duplicates(
-    encoders: dict[str, Any], splits: Splits, embedder: Any, augmenter: Any, seed: int
-) -> tuple[dict[str, dict[str, float]], Any]:
-    from training.calibration import calibrate_duplicate_threshold
-    from training.evaluate import near_duplicates
-
-    images = splits.test
-    if len(images) > DUPLICATE_SAMPLE:
-        chosen = np.random.default_rng(seed).choice(len(images), DUPLICATE_SAMPLE, replace=False)
-        images = images.subset(np.sort(chosen))
-    if len(images) < 2 or not augmenter.layers:
-        return {}, None
-    figures, embedded = near_duplicates(encoders, images, embedder, augmenter)
-    original, edited = embedded["encoder"]
-    return figures, calibrate_duplicate_threshold(original, edited, seed=seed)
-
-
-def _calibrate(encoder: Any, splits: Splits, embedder: Any, seed: int) -> Any:
-    """F1-optimal match threshold on held-out images (unseen classes too, when there are)."""
-    from training.calibration import calibrate_threshold
-
-    parts = [(embedder.embed(encoder, splits.test), splits.test.labels)]
-    if splits.unseen is not None:
-        offset = int(splits.test.labels.max()) + 1
-        parts.append((embedder.embed(encoder, splits.unseen), splits.unseen.labels + offset))
-    embeddings = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    try:
-        return calibrate_threshold(embeddings, labels, seed=seed)
-    except ValueError:
-        return None
-
-
 def _provenance(
     config: TrainConfig,
     source: DataSource,
     splits: Splits,
     augment: AugmentConfig,
-    fitted: Any,
+    fitted: FitResult,
     skipped: list[str],
 ) -> dict[str, Any]:
     spec = asdict(config.encoder)
@@ -352,7 +338,7 @@ def _provenance(
     }
 
 
-def _calibration_json(calibration: Any) -> dict[str, float] | None:
+def _calibration_json(calibration: Calibration | None) -> dict[str, float] | None:
     if calibration is None:
         return None
     return {
@@ -367,8 +353,8 @@ def _calibration_json(calibration: Any) -> dict[str, float] | None:
 def _evaluation_json(
     figures: dict[str, dict[str, dict[str, float]]],
     duplicates: dict[str, dict[str, float]],
-    calibration: Any,
-    duplicate_calibration: Any,
+    calibration: Calibration | None,
+    duplicate_calibration: Calibration | None,
 ) -> dict[str, Any]:
     """Headline figures (held-out images, trained encoder) first, then everything measured."""
     headline = figures.get("held_out_images", {}).get("encoder", {})
@@ -390,10 +376,10 @@ def _evaluation_json(
 
 
 def _export(
-    encoder: Any,
+    encoder: keras.Model,
     config: TrainConfig,
-    calibration: Any,
-    duplicate_calibration: Any,
+    calibration: Calibration | None,
+    duplicate_calibration: Calibration | None,
     provenance: dict[str, Any],
     evaluation: dict[str, Any],
     history: dict[str, list[float]],
