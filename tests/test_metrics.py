@@ -248,3 +248,15 @@ def test_raw_pixels_are_mean_centred_and_unit_length() -> None:
     np.testing.assert_allclose(np.linalg.norm(embeddings[:2], axis=1), 1.0, atol=1e-6)
     assert float(embeddings[0] @ embeddings[1]) == pytest.approx(-1.0, abs=1e-6)
     np.testing.assert_array_equal(embeddings[2], 0.0)
+
+
+def test_nmi_can_be_left_out_for_speed() -> None:
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(4), 10)
+    full = retrieval_metrics(emb, labels)
+    fast = retrieval_metrics(emb, labels, with_nmi=False)
+    assert "nmi" in full
+    assert "nmi" not in fast
+    assert {k: v for k, v in full.items() if k != "nmi"} == fast
