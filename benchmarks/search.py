@@ -391,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.dims, args.queries, args.budget, args.no_write = "10k", "64", 200, 3, True
     sizes, dims = parse_sizes(args.sizes), [int(d) for d in args.dims.split(",")]
     started = time.time()
+    busy = os.getloadavg()
     one, every = read_bandwidth()
     print(f"read bandwidth: {one / 1e9:.1f} GB/s one thread, {every / 1e9:.1f} GB/s all cores")
     rows: list[Row] = []
@@ -411,7 +412,14 @@ def main(argv: list[str] | None = None) -> int:
                 "## Vector search: FAISS vs NumPy vs scikit-learn (`benchmarks/search.py`)",
                 "",
                 f"- command: `{command}` ({(time.time() - started) / 60:.0f} min)",
-                f"- machine: {machine()}",
+                f"- machine: {machine()}; load average at the start "
+                + ", ".join(f"{x:.2f}" for x in busy)
+                + (
+                    " (other work shared these cores: absolute figures are noisy, ratios "
+                    "measured side by side in this run are the ones to read)"
+                    if busy[0] >= 1
+                    else ""
+                ),
                 f"- versions: {versions('faiss-cpu', 'numpy', 'scikit-learn')}",
                 f"- read bandwidth (NumPy sum over 1 GiB, best of 5): {one / 1e9:.1f} GB/s on "
                 f"one thread, {every / 1e9:.1f} GB/s on {cores()} threads",

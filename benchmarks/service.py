@@ -612,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     args.work = work
     started = time.time()
+    busy = os.getloadavg()
     notes: list[str] = []
 
     model_dir = load_test_model(work, notes)
@@ -747,7 +748,14 @@ def main(argv: list[str] | None = None) -> int:
                 "## HTTP service under load (`benchmarks/service.py`)",
                 "",
                 f"- command: `{command}` ({(time.time() - started) / 60:.0f} min)",
-                f"- machine: {machine()}",
+                f"- machine: {machine()}; load average at the start "
+                + ", ".join(f"{x:.2f}" for x in busy)
+                + (
+                    " (other work shared these cores: absolute figures are noisy, ratios "
+                    "measured side by side in this run are the ones to read)"
+                    if busy[0] >= 1
+                    else ""
+                ),
                 "- versions: "
                 + versions(
                     "tensorflow-cpu",
