@@ -18,6 +18,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from training.distribute import (
+    distribute_batches,
+    gather_replicas,
+    replica_share,
+    synchronised_batch_norm,
+)
+
 VALIDATION_METRIC = "val_map_at_r"
 
 
@@ -54,12 +61,15 @@ class MetricLearner(keras.Model):
         images, labels = data
         with tf.GradientTape() as tape:
             embeddings = self.features(images, training=True)
+            # Several replicas: the loss sees the whole global batch (training.distribute).
+            labels, embeddings = gather_replicas(labels, embeddings)
             loss = self.loss_layer(labels, embeddings)
             regularisation = self.features.losses
             if regularisation:
                 loss = loss + tf.add_n(regularisation)
+            share = replica_share(loss)
         variables = self.features.trainable_variables + self.loss_layer.trainable_variables
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(share, variables)
         self.optimizer.apply(gradients, variables)
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
@@ -140,9 +150,12 @@ def fit(
 
     With a validation set the best epoch's weights are restored at the end
     (patience 0 means never stop early but still keep the best epoch), so what
-    is exported is the epoch that validated best.
+    is exported is the epoch that validated best. `batches` are global
+    batches; a learner built under a `tf.distribute` strategy's scope trains
+    on all its replicas, each embedding a share (see training.distribute).
     """
-    learner.compile(optimizer=make_optimizer(lr, epochs * steps_per_epoch, weight_decay))
+    with learner.distribute_strategy.scope():
+        learner.compile(optimizer=make_optimizer(lr, epochs * steps_per_epoch, weight_decay))
     timer = EpochTimer()
     callbacks: list[keras.callbacks.Callback] = [timer, *extra_callbacks]
     if validation is not None:
@@ -154,14 +167,15 @@ def fit(
             min_delta=1e-4,
         )
         callbacks += [validation, stopping]
-    history = learner.fit(
-        batches,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,
-    )
+    with synchronised_batch_norm(learner):
+        history = learner.fit(
+            distribute_batches(learner.distribute_strategy, batches),
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
     curves = {
         name: [float(v) if math.isfinite(float(v)) else 0.0 for v in values]
         for name, values in history.history.items()
