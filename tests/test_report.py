@@ -17,10 +17,11 @@ from PIL import Image
 
 from tests.test_search_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.test_training import TINY
-from tests.test_training_data import write_folder
+from tests.test_training_data import numbered_source, write_folder
 from training.cli import main
+from training.datasets import split
 from training.plots import CELL, GRID_HEADER, OTHER, QUERY_GAP, SAME
-from training.report import nearest_match_confusion
+from training.report import held_out_images, nearest_match_confusion
 from training.samples import spread_queries, stratified_sample
 
 pytestmark = pytest.mark.slow
@@ -226,3 +227,15 @@ def test_samples_keep_every_class_and_spread_queries_over_classes() -> None:
     queries = spread_queries(labels, 3, seed=1)
     assert sorted(labels[queries]) == [0, 1, 2]
     assert list(spread_queries(labels, 3, seed=1)) == list(queries)
+
+
+def test_held_out_images_put_unseen_classes_after_the_seen_ones() -> None:
+    labels = np.repeat(np.arange(10), 12)
+    splits = split(numbered_source(labels), holdout_classes=3, validation_classes=2, seed=4)
+    images, names = held_out_images(splits)
+    assert names == tuple("01234789")  # 5 and 6 validated on, neither trained nor reported
+    assert images.images is not None
+    pixels = images.images.astype(int)
+    source_ids = pixels[:, 0, 0, 0] + 256 * pixels[:, 0, 0, 1]
+    assert [names[label] for label in images.labels] == [str(labels[i]) for i in source_ids]
+    assert len(images) == len(splits.test) + 3 * 12
