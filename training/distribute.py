@@ -167,6 +167,21 @@ def replica_share(loss: tf.Tensor) -> tf.Tensor:
     return loss / float(context.num_replicas_in_sync)
 
 
+def fit_log(value: tf.Tensor) -> tf.Tensor:
+    """A train step's log value in a shape Keras' `fit` can average across workers.
+
+    Across several workers Keras 3 averages logs along axis 0, which a scalar
+    lacks (keras-team/keras#20585), so there it gets one; elsewhere the
+    value is returned as it is.
+    """
+    import tensorflow as tf
+
+    extended = tf.distribute.get_strategy().extended
+    if getattr(extended, "_in_multi_worker_mode", lambda: False)():
+        return tf.reshape(value, (1,))
+    return value
+
+
 @contextmanager
 def synchronised_batch_norm(model: keras.Model) -> Iterator[int]:
     """BatchNorm over the global batch while training on several replicas.

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from training.distribute import (
     distribute_batches,
+    fit_log,
     gather_replicas,
     replica_share,
     synchronised_batch_norm,
@@ -49,6 +50,9 @@ class MetricLearner(keras.Model):
         self.features = features if features is not None else encoder
         self.loss_layer = loss_layer
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        if not loss_layer.built:
+            # Under tf.distribute, variables cannot be made inside a train step.
+            loss_layer.build((None,), self.features.output_shape)
 
     def call(self, inputs: Any, training: bool = False) -> Any:
         return self.encoder(inputs, training=training)
@@ -56,6 +60,19 @@ class MetricLearner(keras.Model):
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker]
+
+    @property
+    def trained_variables(self) -> list[Any]:
+        return self.features.trainable_variables + self.loss_layer.trainable_variables
+
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Under a strategy Keras builds the model from a sample batch that it
+        # first reduces across replicas, which MultiWorkerMirroredStrategy
+        # cannot do for an (images, labels) pair (keras-team/keras#20585).
+        # Every layer here is built when made; only the optimizer is left.
+        if self._distribute_strategy is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trained_variables)
 
     def train_step(self, data: Any) -> dict[str, Any]:
         images, labels = data
@@ -68,11 +85,11 @@ class MetricLearner(keras.Model):
             if regularisation:
                 loss = loss + tf.add_n(regularisation)
             share = replica_share(loss)
-        variables = self.features.trainable_variables + self.loss_layer.trainable_variables
+        variables = self.trained_variables
         gradients = tape.gradient(share, variables)
         self.optimizer.apply(gradients, variables)
         self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
+        return {"loss": fit_log(self.loss_tracker.result())}
 
 
 class RetrievalValidation(keras.callbacks.Callback):
