@@ -46,6 +46,7 @@ def test_mirrored_steps_match_single_device() -> None:
         assert results[loss]["worst_update_difference"] < 1e-3, loss
         assert single["smallest_update"] > 0, f"{loss}: some weight did not train"
     assert results["inference"] == {"rows": CLASSES * PER_CLASS, "same_config": True}
+    assert "evenly" in results["uneven_batch"]
 
 
 def _child() -> dict[str, Any]:
@@ -109,6 +110,11 @@ def _child() -> dict[str, Any]:
         "rows": int(view.predict_on_batch(images).shape[0]),
         "same_config": view.get_config() == encoder.get_config(),
     }
+    try:
+        distribute.make_strategy("mirrored", replicas=2, batch_size=15)
+        results["uneven_batch"] = "accepted"
+    except ValueError as error:
+        results["uneven_batch"] = str(error)
     return results
 
 

@@ -38,7 +38,8 @@ def make_strategy(name: str, replicas: int = 0, batch_size: int = 0) -> tf.distr
     - default: one device, no distribution.
     - mirrored: every GPU present, or the first `replicas`; on a machine
       without GPUs, the CPU split into `replicas` logical devices, which
-      shows distribution working but is no faster.
+      shows distribution working but is no faster (it must be asked for:
+      silently training on one CPU would hide a missing GPU build).
     - multiworker: every machine `TF_CONFIG` names, each with all its GPUs
       (or its CPU); TensorFlow refuses to set it up once ops have run.
 
@@ -77,8 +78,13 @@ def _strategy(name: str, replicas: int) -> tf.distribute.Strategy:
         if replicas > len(gpus):
             raise ValueError(f"--replicas {replicas}, but only {len(gpus)} GPUs are present")
         devices = [f"/gpu:{i}" for i in range(replicas or len(gpus))]
+    elif replicas:
+        devices = split_cpu(replicas)
     else:
-        devices = split_cpu(replicas or 1)
+        raise ValueError(
+            "--strategy mirrored found no GPU (the pinned tensorflow-cpu sees none); "
+            "--replicas N splits the CPU into N devices instead"
+        )
     return tf.distribute.MirroredStrategy(devices)
 
 
