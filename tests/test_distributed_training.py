@@ -49,6 +49,31 @@ def test_mirrored_steps_match_single_device() -> None:
     assert "evenly" in results["uneven_batch"]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--strategy", "multiworker"], "TF_CONFIG"),
+        (["--replicas", "2"], "--strategy mirrored"),
+        (["--strategy", "mirrored"], "no GPU"),
+    ],
+)
+def test_strategy_mistakes_exit_2(
+    options: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from training.cli import main
+
+    if message == "no GPU" and _has_gpu():
+        pytest.skip("this machine has a GPU for mirrored to use")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert main(["train", "--out", str(tmp_path / "m"), "--quiet", *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def _child() -> dict[str, Any]:
     from training.runtime import configure
 
@@ -116,6 +141,12 @@ def _child() -> dict[str, Any]:
     except ValueError as error:
         results["uneven_batch"] = str(error)
     return results
+
+
+def _has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 if __name__ == "__main__":

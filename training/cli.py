@@ -1,4 +1,4 @@
-"""`python -m training train | evaluate`: the command line, kept free of TensorFlow.
+"""`python -m training train | evaluate | report`: the command line, kept free of TensorFlow.
 
 Parsing imports nothing heavy, so `--help` and argument errors answer at once;
 TensorFlow is configured (threads, quiet logs) and imported only when a
@@ -12,7 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.distribute import STRATEGIES
 from training.models import BACKBONES, EncoderSpec
+from training.report import ReportOptions
 from training.train import DEFAULT_LOSS, TrainConfig
 
 # Mirrors training.losses.LOSS_NAMES / training.miners.MINING_NAMES (a test
@@ -214,6 +216,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="epochs without better validation MAP@R before stopping (0: never)",
     )
     fitting.add_argument("--seed", type=int, default=defaults.seed)
+    fitting.add_argument(
+        "--log-neighbours",
+        type=_non_negative,
+        default=defaults.log_neighbours,
+        metavar="N",
+        help="after each epoch draw N held-out queries and their nearest neighbours "
+        "into OUT/neighbours/epoch-NNN.png (0: off)",
+    )
+
+    devices = train.add_argument_group("devices")
+    devices.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=defaults.strategy,
+        help="tf.distribute: mirrored over this machine's GPUs, multiworker over the "
+        "machines in TF_CONFIG; the loss still sees the whole P x K batch",
+    )
+    devices.add_argument(
+        "--replicas",
+        type=_non_negative,
+        default=defaults.replicas,
+        metavar="N",
+        help="mirrored: use N GPUs (0: all); without GPUs, N logical CPU devices "
+        "(to try it out: no faster)",
+    )
 
     _runtime_options(train)
 
@@ -233,6 +260,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=None, help="default: the model's split seed")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _runtime_options(evaluate)
+
+    shown = ReportOptions()
+    report = commands.add_parser(
+        "report",
+        help="draw a model's embeddings, neighbours, thresholds and confusion into PNGs + HTML",
+        description="Write PNG figures, report.json and a self-contained index.html about a "
+        "model on held-out data (the split evaluate uses).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    report.add_argument(
+        "--model", type=Path, default=Path("models/default"), help="model directory"
+    )
+    report.add_argument("--data", default="digits", help="digits, glyphs, cifar10 or a folder")
+    report.add_argument(
+        "--out", type=Path, required=True, help="report folder to write, e.g. reports/NAME/"
+    )
+    report.add_argument("--k", type=_positive, default=shown.k, help="neighbours per query")
+    report.add_argument(
+        "--queries", type=_positive, default=shown.queries, help="rows of each neighbour grid"
+    )
+    report.add_argument(
+        "--max-images", type=_positive, default=shown.max_images, help="held-out images drawn"
+    )
+    report.add_argument(
+        "--holdout-classes",
+        type=_non_negative,
+        default=None,
+        help="default: the model's own split when --data is what it trained on",
+    )
+    report.add_argument("--seed", type=int, default=None, help="default: the model's split seed")
+    _runtime_options(report)
     return parser
 
 
@@ -282,9 +340,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay,
         augment=args.augment,
         early_stopping_patience=args.early_stopping_patience,
+        log_neighbours=args.log_neighbours,
         seed=args.seed,
         verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2),
         progress=not args.quiet,
+        strategy=args.strategy,
+        replicas=args.replicas,
     )
 
 
@@ -310,6 +371,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(train_config(args))
+        if args.command == "report":
+            from training.report import run_report
+
+            options = ReportOptions(
+                k=args.k,
+                queries=args.queries,
+                max_images=args.max_images,
+                holdout_classes=args.holdout_classes,
+                seed=args.seed,
+                progress=not args.quiet,
+            )
+            return run_report(args.model, args.data, args.out, options)
         from training.evaluate import run_evaluate
 
         return run_evaluate(

@@ -9,7 +9,7 @@ raw pixels and the untrained encoder, calibrate thresholds, export.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,9 +60,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     augment: str = "auto"
     early_stopping_patience: int = 4
+    log_neighbours: int = 0  # queries in a neighbour grid drawn after each epoch
     seed: int = 0
     verbose: int = 1
     progress: bool = True
+    strategy: str = "default"  # default | mirrored | multiworker, see training.distribute
+    replicas: int = 0  # mirrored: GPUs to use (0: all), or CPU devices without GPUs
 
     def augment_config(self, dataset: str) -> AugmentConfig:
         return default_for(dataset) if self.augment == "auto" else parse_augment(self.augment)
@@ -113,6 +116,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     from training.augment import build_augmenter
     from training.batching import PKSampler
+    from training.distribute import for_inference, make_strategy, output_directory
     from training.evaluate import (
         UNTRAINED,
         Embedder,
@@ -125,6 +129,13 @@ def train(config: TrainConfig) -> TrainResult:
     from training.pipeline import reader_for, training_batches
     from training.trainer import MetricLearner, fit
 
+    try:  # before anything runs a TensorFlow op, which fixes the devices
+        p, k = config.batch_shape
+        strategy = make_strategy(config.strategy, config.replicas, batch_size=p * k)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    out = output_directory(strategy, config.out)
+    config = replace(config, out=out, replicas=strategy.num_replicas_in_sync)
     image_size = config.encoder.image_size
     source = load_source(
         config.data,
@@ -155,12 +166,25 @@ def train(config: TrainConfig) -> TrainResult:
         train_images, sampler, image_size=image_size, augmenter=augmenter, reader=reader
     )
 
-    encoder = build_encoder(config.encoder, seed=config.seed)
-    untrained = keras.models.clone_model(encoder)
-    untrained.set_weights(encoder.get_weights())
-    num_classes = int(train_images.labels.max()) + 1
-    loss_layer, features, callbacks = _loss(config, encoder, num_classes)
-    learner = MetricLearner(encoder, loss_layer, features)
+    with strategy.scope():
+        encoder = build_encoder(config.encoder, seed=config.seed)
+        untrained = keras.models.clone_model(encoder)
+        untrained.set_weights(encoder.get_weights())
+        num_classes = int(train_images.labels.max()) + 1
+        loss_layer, features, callbacks = _loss(config, encoder, num_classes)
+        learner = MetricLearner(encoder, loss_layer, features)
+    encoder, untrained = for_inference(strategy, encoder), for_inference(strategy, untrained)
+    if config.log_neighbours:
+        from training.neighbour_log import neighbour_logs
+
+        callbacks = callbacks + neighbour_logs(
+            encoder,
+            splits,
+            config.log_neighbours,
+            Path(config.out),
+            image_size=image_size,
+            seed=config.seed,
+        )
 
     embedder = Embedder(image_size)
     validation = _validation(config, splits, embedder, encoder, augmenter)
@@ -253,7 +277,9 @@ def _validation(
         return None
 
     def measure_classes() -> dict[str, float]:
-        figures = retrieval_metrics(embedder.embed(encoder, images), images.labels, ks=(1,))
+        figures = retrieval_metrics(
+            embedder.embed(encoder, images), images.labels, ks=(1,), with_nmi=False
+        )
         return {name: figures[name] for name in ("precision_at_1", "map_at_r", "r_precision")}
 
     return RetrievalValidation(measure_classes)
@@ -321,6 +347,8 @@ def _provenance(
             "augment": augment.describe(),
             "early_stopping_patience": config.early_stopping_patience,
             "seed": config.seed,
+            "strategy": config.strategy,
+            "replicas": config.replicas,
         },
         "split": {
             "seed": config.seed,
