@@ -51,7 +51,9 @@ class SearchHit(BaseModel):
 
     @classmethod
     def of(cls, hit: Hit) -> SearchHit:
-        return cls(id=hit.id, product_id=hit.product_id, score=hit.score, metadata=hit.metadata)
+        # Float rounding can put an identical image's score a hair above 1.
+        score = min(1.0, max(-1.0, hit.score))
+        return cls(id=hit.id, product_id=hit.product_id, score=score, metadata=hit.metadata)
 
 
 class SearchResponse(BaseModel):
