@@ -204,7 +204,8 @@ def measure(
     qps, found = time_batch(batch, queries, chunk, args.budget)
     if shared_build is not None:
         build_s = shared_build.build_s  # the same index, searched with other parameters
-    row = Row(n, dim, method, build_s, memory / 2**20, times, qps, recall_at_k(found, truth))
+    recall = recall_at_k(found, truth[: len(found)])
+    row = Row(n, dim, method, build_s, memory / 2**20, times, qps, recall)
     print(
         f"  {method:<28} build {build_s:7.1f} s  {row.memory_mb:7.1f} MB  "
         f"p50 {row.p(50):8.3f} ms  p99 {row.p(99):8.3f} ms  "
