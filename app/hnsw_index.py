@@ -8,12 +8,12 @@ key only turns its old node into a tombstone (`_keys[label] = -1` and its bit in
 the live bitmap cleared); tombstones still route searches through the graph but
 a FAISS `IDSelectorBitmap` keeps them out of the results.
 
-Once tombstones make up more than `rebuild_fraction` of the nodes (default 20%,
-and at least `rebuild_min` of them), a fresh graph is built from the live
-vectors, read back from the graph's own flat storage. That takes minutes at a
-million vectors, so by default it happens on a background thread while this
-graph keeps answering; writes made meanwhile are journalled and replayed onto
-the new graph when the next write swaps it in.
+Once tombstones reach `rebuild_fraction` of the nodes (default 20%, and at
+least `rebuild_min` of them), a fresh graph is built from the live vectors,
+read back from the graph's own flat storage. That takes minutes at a million
+vectors, so by default it happens on a background thread, with half the cores,
+while this graph keeps answering on the rest; writes made meanwhile are
+journalled and replayed onto the new graph when the next write swaps it in.
 
 Metadata filters (`allowed`) become a bitmap of the allowed live nodes. A
 filter that leaves few nodes is answered by an exact scan of just those
@@ -93,7 +93,7 @@ class HnswIndex(VectorIndex):
         graph.hnsw.efSearch = self.ef_search
         return graph
 
-    def _reset(self, graph: object, keys: np.ndarray) -> None:
+    def _reset(self, graph: Any, keys: np.ndarray) -> None:
         """Adopt a graph whose node i holds keys[i] (-1: a tombstone)."""
         n = len(keys)
         self._graph: Any = graph
@@ -219,7 +219,7 @@ class HnswIndex(VectorIndex):
 
         def build() -> None:
             try:
-                self._use_threads(len(vectors))
+                faiss.omp_set_num_threads(self.threads if wait else max(1, self.threads // 2))
                 graph = self._new_graph()
                 if len(vectors):
                     graph.add(vectors)
