@@ -67,6 +67,9 @@ class LocalCatalog(Catalog):
         self._index_lock = ReadWriteLock()
         self._index = build_index(settings, embedding_dim)
         self._changes_since_snapshot = 0
+        self._duplicates_cache: tuple[tuple[float, int, int, str], list[tuple[str, str]]] | None = (
+            None
+        )
         self._snapshotter = ThreadPoolExecutor(1, thread_name_prefix="snapshot")
         self._snapshot_job: Future[None] | None = None
         self._load_index()
@@ -278,6 +281,16 @@ class LocalCatalog(Catalog):
         return self._store.facets(key, limit)
 
     def near_duplicate_pairs(self, threshold: float, neighbours: int) -> list[tuple[str, str]]:
+        """Cached per catalogue version: paging through one result does not redo the pass."""
+        key = (threshold, neighbours, self._store.current_seq(), self._model_id)
+        cached = self._duplicates_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        pairs = self._near_duplicate_pairs(threshold, neighbours)
+        self._duplicates_cache = (key, pairs)
+        return pairs
+
+    def _near_duplicate_pairs(self, threshold: float, neighbours: int) -> list[tuple[str, str]]:
         pairs: set[tuple[int, int]] = set()
         for keys, vectors in self._store.iter_embeddings(batch=2048):
             with self._index_lock.read():

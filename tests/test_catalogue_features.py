@@ -146,6 +146,10 @@ def test_duplicate_clusters_over_the_whole_catalogue(api: httpx.Client) -> None:
     assert first["total"] == body["total"]
     assert len(first["clusters"]) == 1
     assert first["clusters"][0]["size"] == max(sizes)
+    # A change to the catalogue is seen at once (the clusters are cached per version).
+    put(api, image_bytes(4002), "dup-b2")
+    again = api.get("/duplicates", params={"threshold": 0.99999}).json()
+    assert ["dup-b0", "dup-b1", "dup-b2"] in [c["ids"] for c in again["clusters"]]
 
 
 def test_facets_count_metadata_values(api: httpx.Client) -> None:
