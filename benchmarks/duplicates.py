@@ -123,8 +123,8 @@ def main() -> None:
             "",
             "The k-NN pass searches every stored vector against the index in batches of 2,048 "
             "(no Python double loop); it is O(N^2 d) with the flat index and O(N log N) with "
-            "HNSW. The endpoint recomputes it per call, so for large catalogues page through "
-            "one result rather than calling it per page.",
+            "HNSW. The local backend caches the pairs per catalogue version and model, so "
+            "paging through one result pays for the pass once.",
         ]
     )
     print(body)
