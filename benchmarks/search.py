@@ -207,7 +207,7 @@ def measure(
     recall = recall_at_k(found, truth[: len(found)])
     row = Row(n, dim, method, build_s, memory / 2**20, times, qps, recall)
     print(
-        f"  {method:<28} build {build_s:7.1f} s  {row.memory_mb:7.1f} MB  "
+        f"  {method:<28} build {build_s:7.1f} s  {row.memory_mb:7.1f} MiB  "
         f"p50 {row.p(50):8.3f} ms  p99 {row.p(99):8.3f} ms  "
         f"batch {qps:9.0f} q/s  recall@10 {row.recall:.3f}",
         flush=True,
@@ -315,7 +315,7 @@ def bench(n: int, dim: int, args: argparse.Namespace) -> list[Row]:
 def table(rows: list[Row], floors: list[Floor]) -> str:
     flat_p50 = {(r.n, r.dim): r.p(50) for r in rows if r.method == "faiss flat"}
     lines = [
-        "| vectors | dim | method | build s | memory MB | p50 ms | p99 ms | p50 speed-up vs flat "
+        "| vectors | dim | method | build s | memory MiB | p50 ms | p99 ms | p50 speed-up vs flat "
         "| batched q/s | recall@10 |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

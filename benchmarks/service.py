@@ -452,8 +452,8 @@ def footprint(
         after["VmHWM"],
     )
     print(
-        f"  {what:<40} start-up {row.startup_s:6.2f} s  RSS ready {row.rss_ready_mb:7.0f} MB  "
-        f"after searches {row.rss_searched_mb:7.0f} MB  peak {row.hwm_mb:7.0f} MB",
+        f"  {what:<40} start-up {row.startup_s:6.2f} s  RSS ready {row.rss_ready_mb:7.0f} MiB  "
+        f"after searches {row.rss_searched_mb:7.0f} MiB  peak {row.hwm_mb:7.0f} MiB",
         flush=True,
     )
     return row
@@ -500,8 +500,8 @@ def load_table(results: list[Result]) -> str:
 
 def footprint_table(rows: list[Footprint]) -> str:
     lines = [
-        "| service | items | dim | index | start-up to ready s | RSS ready MB "
-        "| RSS after 100 searches MB | peak RSS MB |",
+        "| service | items | dim | index | start-up to ready s | RSS ready MiB "
+        "| RSS after 100 searches MiB | peak RSS MiB |",
         "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for f in rows:
@@ -568,9 +568,9 @@ def targets(
         raw = f.items * f.dim * 4 / 2**20
         allowed = empty.rss_searched_mb + 1.5 * raw
         rows.append(
-            f"| {f.what}: RSS <= 1.5 x raw vectors ({raw:.0f} MB) + model "
-            f"(empty service {empty.rss_searched_mb:.0f} MB) = {allowed:.0f} MB "
-            f"| {f.rss_searched_mb:.0f} MB (peak {f.hwm_mb:.0f}) "
+            f"| {f.what}: RSS <= 1.5 x raw vectors ({raw:.0f} MiB) + model "
+            f"(empty service {empty.rss_searched_mb:.0f} MiB) = {allowed:.0f} MiB "
+            f"| {f.rss_searched_mb:.0f} MiB (peak {f.hwm_mb:.0f}) "
             f"| {verdict(f.rss_searched_mb <= allowed)} |"
         )
         rows.append(
