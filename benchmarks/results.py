@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -58,3 +60,24 @@ def versions(*packages: str) -> str:
         except metadata.PackageNotFoundError:
             found.append(f"{name} (not installed)")
     return ", ".join(found)
+
+
+def run_lines(module: str, started: float, busy: tuple[float, ...]) -> list[str]:
+    """The `- command:` and `- machine:` lines every long benchmark opens its section with.
+
+    `busy` is the load average when the run started: above 1, other work shared
+    the cores, which the line says so that readers trust ratios over absolutes.
+    """
+    command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", module, *sys.argv[1:]])
+    shared = (
+        " (other work shared these cores: absolute figures are noisy, ratios "
+        "measured side by side in this run are the ones to read)"
+        if busy[0] >= 1
+        else ""
+    )
+    return [
+        f"- command: `{command}` ({(time.time() - started) / 60:.0f} min)",
+        f"- machine: {machine()}; load average at the start "
+        + ", ".join(f"{x:.2f}" for x in busy)
+        + shared,
+    ]

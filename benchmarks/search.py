@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +30,7 @@ import faiss
 import numpy as np
 from sklearn.metrics.pairwise import cosine_similarity
 
-from benchmarks.results import machine, update_section, versions
+from benchmarks.results import run_lines, update_section, versions
 from benchmarks.vectors import clustered_unit_vectors
 
 K = 10
@@ -405,22 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     report = table(rows, floors) + "\n\nTargets from issue 6:\n\n" + targets(rows, floors)
     print(report)
     if not args.no_write:
-        command = " ".join(
-            shlex.quote(a) for a in [".venv/bin/python", "-m", "benchmarks.search", *sys.argv[1:]]
-        )
         body = "\n".join(
             [
                 "## Vector search: FAISS vs NumPy vs scikit-learn (`benchmarks/search.py`)",
                 "",
-                f"- command: `{command}` ({(time.time() - started) / 60:.0f} min)",
-                f"- machine: {machine()}; load average at the start "
-                + ", ".join(f"{x:.2f}" for x in busy)
-                + (
-                    " (other work shared these cores: absolute figures are noisy, ratios "
-                    "measured side by side in this run are the ones to read)"
-                    if busy[0] >= 1
-                    else ""
-                ),
+                *run_lines("benchmarks.search", started, busy),
                 f"- versions: {versions('faiss-cpu', 'numpy', 'scikit-learn')}",
                 f"- read bandwidth (NumPy sum over 1 GiB, best of 5): {one / 1e9:.1f} GB/s on "
                 f"one thread, {every / 1e9:.1f} GB/s on {cores()} threads",

@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import os
-import shlex
 import shutil
 import socket
 import subprocess
@@ -48,7 +47,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks.results import machine, update_section, versions
+from benchmarks.results import run_lines, update_section, versions
 from benchmarks.search import parse_sizes, size_label
 from benchmarks.vectors import clustered_unit_vectors
 
@@ -740,22 +739,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report)
     if not args.no_write:
-        command = " ".join(
-            shlex.quote(a) for a in [".venv/bin/python", "-m", "benchmarks.service", *sys.argv[1:]]
-        )
         body = "\n".join(
             [
                 "## HTTP service under load (`benchmarks/service.py`)",
                 "",
-                f"- command: `{command}` ({(time.time() - started) / 60:.0f} min)",
-                f"- machine: {machine()}; load average at the start "
-                + ", ".join(f"{x:.2f}" for x in busy)
-                + (
-                    " (other work shared these cores: absolute figures are noisy, ratios "
-                    "measured side by side in this run are the ones to read)"
-                    if busy[0] >= 1
-                    else ""
-                ),
+                *run_lines("benchmarks.service", started, busy),
                 "- versions: "
                 + versions(
                     "tensorflow-cpu",
