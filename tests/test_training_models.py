@@ -58,6 +58,27 @@ def test_application_backbones_build_to_the_contract(keras, backbone: str) -> No
     assert encoder.get_layer("resize").__class__.__name__ == "Resizing"
 
 
+@pytest.mark.parametrize(("pooling", "features"), [("avg", 16), ("max", 16), ("flatten", 256)])
+def test_small_cnn_pooling_sets_what_the_projection_sees(
+    keras, pooling: str, features: int
+) -> None:
+    """Flatten keeps the 4x4 map of a 16x16 input after two pools: 4 * 4 * 16 features."""
+    from training.export import check_encoder
+    from training.models import build_encoder
+
+    spec = EncoderSpec(image_size=(16, 16), embedding_dim=8, width=8, depth=2, pooling=pooling)
+    encoder = build_encoder(spec, seed=0)
+    check_encoder(encoder, (16, 16), 8)
+    assert encoder.get_layer("backbone").output.shape[-1] == features
+
+
+def test_unknown_pooling_is_a_model_error() -> None:
+    from training.models import ModelError, build_encoder
+
+    with pytest.raises(ModelError, match="pooling"):
+        build_encoder(EncoderSpec(image_size=(16, 16), pooling="median"))
+
+
 @pytest.mark.slow
 def test_mobilenet_trains_a_step_and_exports_a_loadable_model(keras, tmp_path: Path) -> None:
     from training.export import export_model
@@ -184,6 +205,8 @@ def test_every_option_is_in_train_help(capsys: pytest.CaptureFixture[str]) -> No
         "--early-stopping-patience",
         "--classification-baseline",
         "--threads",
+        "--pooling",
+        "--class-transforms",
     ]
     missing = [option for option in options if option not in text]
     assert not missing
@@ -254,6 +277,7 @@ def test_every_train_option_reaches_the_config() -> None:
             ),
             *("--backbone", "resnet50", "--width", "5", "--depth", "2", "--embedding-dim", "12"),
             *("--weights", "imagenet", "--freeze", "--dropout", "0.1", "--loss", "triplet"),
+            *("--pooling", "max", "--class-transforms", "mirrors"),
             *("--margin", "0.3", "--temperature", "0.5", "--mining", "curriculum"),
             *("--curriculum-epochs", "2", "--xbm-size", "256", "--classification-baseline"),
             *("--epochs", "3", "--steps-per-epoch", "7", "--classes-per-batch", "6"),
@@ -277,6 +301,7 @@ def test_every_train_option_reaches_the_config() -> None:
         12,
     )
     assert (spec.weights, spec.freeze, spec.dropout) == ("imagenet", True, 0.1)
+    assert (spec.pooling, config.class_transforms) == ("max", "mirrors")
     assert (config.loss, config.margin, config.temperature, config.mining) == (
         "triplet",
         0.3,

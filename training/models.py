@@ -46,6 +46,10 @@ class EncoderSpec:
     weights: str = "none"
     freeze: bool = False
     dropout: float = 0.0
+    pooling: str = "avg"
+
+
+POOLINGS = ("avg", "max", "flatten")
 
 
 def build_encoder(spec: EncoderSpec, *, seed: int | None = None) -> keras.Model:
@@ -82,7 +86,9 @@ def _backbone(spec: EncoderSpec, *, seed: int | None) -> keras.Model:
     if spec.backbone == "small_cnn":
         if weights == "imagenet":
             raise ModelError("the small CNN has no ImageNet weights; use --weights none or a path")
-        model = small_cnn(shape, width=spec.width, depth=spec.depth, seed=seed)
+        model = small_cnn(
+            shape, width=spec.width, depth=spec.depth, pooling=spec.pooling, seed=seed
+        )
         if weights is not None:
             model.load_weights(weights)
         return model
@@ -155,7 +161,12 @@ def caffe_preprocessing() -> keras.layers.Layer:
 
 
 def small_cnn(
-    shape: tuple[int, int, int], *, width: int = 32, depth: int = 3, seed: int | None = None
+    shape: tuple[int, int, int],
+    *,
+    width: int = 32,
+    depth: int = 3,
+    pooling: str = "avg",
+    seed: int | None = None,
 ) -> keras.Model:
     """VGG-style blocks (conv-BN-ReLU x2, max-pool), channels doubling per block.
 
@@ -187,5 +198,12 @@ def small_cnn(
             x = keras.layers.ReLU(name=f"block{block + 1}_relu{conv + 1}")(x)
         if min(x.shape[1], x.shape[2]) >= 2:
             x = keras.layers.MaxPooling2D(name=f"block{block + 1}_pool")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
+    elif pooling == "flatten":
+        x = keras.layers.Flatten(name="pool")(x)
+    else:
+        raise ModelError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
     return keras.Model(inputs, x, name=BACKBONE_LAYER)
