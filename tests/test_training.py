@@ -257,6 +257,26 @@ def test_triplet_curriculum_with_memory_and_margin_trains(
     )
 
 
+def test_class_transforms_train_on_extra_classes_and_are_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rotated"
+    args = ["train", "--out", str(out), *TINY, "--class-transforms", "rotations,flip"]
+    extra = ["--pooling", "flatten", "--loss", "arcface", "--holdout-classes", "5"]
+    code, _, err = run([*args, *extra, "--epochs", "1", "--steps-per-epoch", "3"], capsys)
+    assert code == 0, err
+    provenance = json.loads((out / "model.json").read_text())["provenance"]
+    assert provenance["training"]["class_transforms"] == ["rot90", "rot180", "rot270", "flip"]
+    assert provenance["encoder"]["pooling"] == "flatten"
+    # Only training is expanded: the split still reports digits' own classes and images.
+    assert provenance["split"]["unseen_classes"] == ["5", "6", "7", "8", "9"]
+    code, _, err = run(
+        [*args, "--image-size", "16x24", "--epochs", "1", "--steps-per-epoch", "1"], capsys
+    )
+    assert code == 2
+    assert "square" in err
+
+
 def test_contradictory_options_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(
         ["train", "--out", str(tmp_path / "m"), "--loss", "supcon", "--margin", "0.2"], capsys

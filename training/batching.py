@@ -7,7 +7,7 @@ and K of each guarantees P * K * (K - 1) positive pairs in every batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class PKSampler:
         examples_per_class: int,
         *,
         seed: int = 0,
-        excluded: set[int] | None = None,
+        excluded: Container[int] | None = None,
     ) -> None:
         labels = np.asarray(labels).reshape(-1)
         if labels.size == 0:
@@ -40,7 +40,7 @@ class PKSampler:
         self.members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
         self.classes_per_batch = min(classes_per_batch, len(self.members))
         self.examples_per_class = examples_per_class
-        self.excluded = excluded if excluded is not None else set()
+        self.excluded: Container[int] = excluded if excluded is not None else set()
         self._rng = np.random.default_rng(seed)
         self._class_queue: list[int] = []
         self._example_queues: dict[int, list[int]] = {}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.distribute import STRATEGIES
-from training.models import BACKBONES, EncoderSpec
+from training.models import BACKBONES, POOLINGS, EncoderSpec
 from training.report import ReportOptions
 from training.train import DEFAULT_LOSS, TrainConfig
 
@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (shapes for digits/glyphs, photos otherwise), none, shapes, photos, "
         "or edits such as flip,crop=0.2,rotate=15,color=0.3,blur=1",
     )
+    data.add_argument(
+        "--class-transforms",
+        default=defaults.class_transforms,
+        help="train on rotated/mirrored copies of each class as extra classes, so few labelled "
+        "classes still teach an embedding that separates new ones: none, rotations, mirrors, "
+        "dihedral, or names from rot90,rot180,rot270,flip,vflip,transpose,transverse",
+    )
 
     model = train.add_argument_group("encoder")
     model.add_argument("--backbone", choices=BACKBONES, default=spec.backbone)
@@ -143,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--dropout", type=float, default=spec.dropout, help="dropout before the projection"
+    )
+    model.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=spec.pooling,
+        help="small_cnn: how the last feature map becomes one vector (flatten keeps where "
+        "things are, which transfers better to unseen classes of aligned images)",
     )
 
     loss = train.add_argument_group("loss")
@@ -324,6 +338,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             weights=args.weights,
             freeze=args.freeze,
             dropout=args.dropout,
+            pooling=args.pooling,
         ),
         loss=args.loss,
         margin=args.margin,
@@ -339,6 +354,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr,
         weight_decay=args.weight_decay,
         augment=args.augment,
+        class_transforms=args.class_transforms,
         early_stopping_patience=args.early_stopping_patience,
         log_neighbours=args.log_neighbours,
         seed=args.seed,

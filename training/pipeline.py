@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.batching import PKSampler
+from training.class_transforms import ClassExpansion
 from training.datasets import ImageSet
 from training.image_folder import FileReader
 
@@ -25,11 +26,20 @@ def reader_for(images: ImageSet, image_size: tuple[int, int]) -> FileReader | No
     return FileReader(images.paths, image_size) if images.paths is not None else None
 
 
-def _decode(reader: FileReader, image_size: tuple[int, int]) -> Callable[[Any], Any]:
+def _decode(
+    reader: FileReader, image_size: tuple[int, int], expansion: ClassExpansion | None = None
+) -> Callable[[Any], Any]:
     import tensorflow as tf
 
+    read: Callable[[Any], np.ndarray] = reader.read
+    if expansion is not None:
+
+        def read(index: Any) -> np.ndarray:
+            image, copy = expansion.source(int(index))
+            return expansion.apply(reader.read(image), copy)
+
     def decode(index: tf.Tensor) -> tf.Tensor:
-        image = tf.numpy_function(reader.read, [index], tf.uint8, stateful=False)
+        image = tf.numpy_function(read, [index], tf.uint8, stateful=False)
         return tf.ensure_shape(image, (*image_size, 3))
 
     return decode
@@ -42,19 +52,27 @@ def training_batches(
     image_size: tuple[int, int],
     augmenter: keras.Model | None = None,
     reader: FileReader | None = None,
+    expansion: ClassExpansion | None = None,
 ) -> tf.data.Dataset:
-    """Endless (images, labels) P x K batches, augmented, decoded ahead of the trainer."""
+    """Endless (images, labels) P x K batches, augmented, decoded ahead of the trainer.
+
+    With an `expansion` the sampler draws virtual indices (see
+    training.class_transforms) and its labels are the expanded ones.
+    """
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
     size = sampler.batch_size
-    labels = images.labels
+    labels = images.labels if expansion is None else expansion.labels(images.labels)
     if images.images is not None:
         pixels = images.images
 
         def in_memory() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             for batch in sampler:
-                yield pixels[batch], labels[batch]
+                if expansion is None:
+                    yield pixels[batch], labels[batch]
+                else:
+                    yield expansion.images(pixels, batch), labels[batch]
 
         dataset = tf.data.Dataset.from_generator(
             in_memory,
@@ -67,7 +85,7 @@ def training_batches(
         if reader is None:
             raise ValueError("a folder-backed ImageSet needs its FileReader")
         label_table = tf.constant(labels)
-        decode = _decode(reader, image_size)
+        decode = _decode(reader, image_size, expansion)
         dataset = (
             tf.data.Dataset.from_generator(
                 lambda: iter(sampler), output_signature=tf.TensorSpec((size,), tf.int64)

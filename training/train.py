@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.augment import AugmentConfig, default_for, parse_augment
-from training.datasets import DataSource, Splits, hide_labels, load_source, split
+from training.class_transforms import ClassExpansion, parse_class_transforms
+from training.datasets import DataSource, ImageSet, Splits, hide_labels, load_source, split
 from training.models import EncoderSpec
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class TrainConfig:
     lr: float | None = None  # see learning_rate
     weight_decay: float = 1e-4
     augment: str = "auto"
+    class_transforms: str = "none"
     early_stopping_patience: int = 4
     log_neighbours: int = 0  # queries in a neighbour grid drawn after each epoch
     seed: int = 0
@@ -152,18 +154,29 @@ def train(config: TrainConfig) -> TrainResult:
     if config.unlabeled and not augment.enabled:
         raise ConfigError("--unlabeled makes positives by augmentation; --augment none leaves none")
     train_images = hide_labels(splits.train) if config.unlabeled else splits.train
+    expansion = _class_expansion(config, train_images)
     classes_per_batch, examples_per_class = config.batch_shape
     reader = reader_for(train_images, image_size)
+    unreadable = reader.failed if reader is not None else None
     sampler = PKSampler(
-        train_images.labels,
+        train_images.labels if expansion is None else expansion.labels(train_images.labels),
         classes_per_batch,
         examples_per_class,
         seed=config.seed,
-        excluded=reader.failed if reader is not None else None,
+        excluded=(
+            unreadable
+            if expansion is None or unreadable is None
+            else expansion.excluded(unreadable)
+        ),
     )
     augmenter = build_augmenter(augment, seed=config.seed)
     batches = training_batches(
-        train_images, sampler, image_size=image_size, augmenter=augmenter, reader=reader
+        train_images,
+        sampler,
+        image_size=image_size,
+        augmenter=augmenter,
+        reader=reader,
+        expansion=expansion,
     )
 
     with strategy.scope():
@@ -171,6 +184,8 @@ def train(config: TrainConfig) -> TrainResult:
         untrained = keras.models.clone_model(encoder)
         untrained.set_weights(encoder.get_weights())
         num_classes = int(train_images.labels.max()) + 1
+        if expansion is not None:
+            num_classes = expansion.num_classes
         loss_layer, features, callbacks = _loss(config, encoder, num_classes)
         learner = MetricLearner(encoder, loss_layer, features)
     encoder, untrained = for_inference(strategy, encoder), for_inference(strategy, untrained)
@@ -229,6 +244,20 @@ def train(config: TrainConfig) -> TrainResult:
         fitted.best_epoch,
         time.perf_counter() - started,
         skipped,
+    )
+
+
+def _class_expansion(config: TrainConfig, train_images: ImageSet) -> ClassExpansion | None:
+    """The virtual extra classes `--class-transforms` asks for, or None."""
+    try:
+        transforms = parse_class_transforms(config.class_transforms)
+        ClassExpansion.check_image_size(transforms, config.encoder.image_size)
+    except ValueError as error:
+        raise ConfigError(f"--class-transforms: {error}") from error
+    if not transforms:
+        return None
+    return ClassExpansion(
+        transforms, base_size=len(train_images), base_classes=int(train_images.labels.max()) + 1
     )
 
 
@@ -345,6 +374,7 @@ def _provenance(
             "curriculum_epochs": config.curriculum_epochs,
             "xbm_size": config.xbm_size,
             "augment": augment.describe(),
+            "class_transforms": list(parse_class_transforms(config.class_transforms)),
             "early_stopping_patience": config.early_stopping_patience,
             "seed": config.seed,
             "strategy": config.strategy,
