@@ -201,3 +201,24 @@ def test_glyphs_render_every_character_of_at_least_one_face() -> None:
     assert images.shape[1:] == (16, 16, 3)
     assert len(np.unique(source.images.labels)) == 62
     assert "faces" in source.description
+
+
+def test_glyphs_keep_case_and_one_scale_across_faces() -> None:
+    """Lower case is drawn smaller than capitals, and capitals the same size in every face."""
+    from training.glyphs import CHARACTERS, load_glyphs
+
+    try:
+        source = load_glyphs((32, 32))
+    except DataError:
+        pytest.skip("no font faces installed (the system-deps script installs them)")
+    images, labels = source.images.images, source.images.labels
+    assert images is not None
+
+    def ink_heights(character: str) -> np.ndarray:
+        ink = images[labels == CHARACTERS.index(character), :, :, 0] < 128
+        return ink.any(axis=2).sum(axis=1)
+
+    assert (ink_heights("o") < ink_heights("O")).mean() > 0.9
+    capitals = ink_heights("H")
+    assert capitals.min() >= 0.8 * np.median(capitals)
+    assert capitals.max() <= 1.2 * np.median(capitals)

