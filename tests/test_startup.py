@@ -18,6 +18,7 @@ from app.catalog import NewItem
 from app.catalog_store import CatalogStore
 from app.config import Settings
 from app.local_catalog import SNAPSHOT_FILE, SNAPSHOT_META, LocalCatalog
+from app.vector_index import FlatIndex, faiss
 
 DIM = 8
 MODEL = "m" * 64
@@ -141,3 +142,27 @@ def test_start_up_loads_the_snapshot_and_replays_only_later_changes(
         assert "i20" not in {h.id for h in catalog.search(unit_vectors(20, 7), 299)[0]}
     finally:
         catalog.close()
+
+
+def test_a_flat_snapshot_written_with_the_older_reverse_map_still_loads(tmp_path: Path) -> None:
+    vectors = unit_vectors(40, seed=5)
+    old = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+    old.add_with_ids(vectors, np.arange(100, 140, dtype=np.int64))
+    path = tmp_path / "index.faiss"
+    faiss.write_index(old, str(path))
+
+    index = FlatIndex(DIM)
+    index.load(path)
+    assert len(index) == 40
+    assert index.search(vectors[3:4], 1)[1].tolist() == [[103]]
+    index.remove(np.array([103], dtype=np.int64))
+    index.replace(np.array([104], dtype=np.int64), vectors[3:4])
+    assert index.search(vectors[3:4], 1)[1].tolist() == [[104]]
+    assert len(index) == 39
+
+
+def test_a_snapshot_that_is_not_a_flat_inner_product_index_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "index.faiss"
+    faiss.write_index(faiss.IndexIDMap(faiss.IndexFlatL2(DIM)), str(path))
+    with pytest.raises(ValueError, match="not a flat inner-product index"):
+        FlatIndex(DIM).load(path)
