@@ -1,102 +1,147 @@
-"""Micro-batching: concurrent requests share one encoder call.
+"""Micro-batching: concurrent requests share one trip to a worker thread.
 
-A single worker takes every request that queued up while the previous model
-call ran (and, if configured, waits `max_wait` for more), so under load the
-encoder runs large batches and a lone request is never held back longer than
+Callers on the event loop hand a job to one worker thread and await its
+result. The thread takes every job that queued up while it ran the previous
+batch (and, if configured, waits `max_wait` for more), runs them together, and
+hands all their results back to the event loop in one call. Under load the
+encoder runs large batches, and a lone request is never held back longer than
 `max_wait`; with the default of zero it is not held back at all.
+
+Every hand-off between threads is paid for on the event loop, the part of the
+service that runs out first on a small machine: a submit, a wake-up, a
+future's callback, and the wait to take the GIL back from a busy thread. So a
+job carries all of its off-loop work (decode, embed, search) with it, and the
+loop pays one queue put per request and one wake-up per batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from concurrent.futures import Executor
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar, cast
 
-import numpy as np
+JobT = TypeVar("JobT")
+ResultT = TypeVar("ResultT")
 
-EmbedFn = Callable[[np.ndarray], np.ndarray]
+# What a batch function returns per job: its result, or the exception its caller raises.
+RunBatch = Callable[[Sequence[JobT]], Sequence["ResultT | BaseException"]]
+
+_STOP = object()
 
 
-class MicroBatcher:
-    """Gathers images from concurrent callers into batches for one embedding function."""
+class MicroBatcher(Generic[JobT, ResultT]):
+    """Runs jobs from concurrent callers in batches, on one thread of its own.
+
+    `run_batch` gets the jobs in arrival order and returns one result or
+    exception per job, so one bad upload fails its own request, not the batch.
+    `size` counts a job's images towards `max_batch` (a job is never split).
+    """
 
     def __init__(
         self,
-        embed: EmbedFn,
+        run_batch: RunBatch[JobT, ResultT],
         *,
         max_batch: int,
         max_wait_s: float,
-        executor: Executor,
-        on_batch: Callable[[int], None] | None = None,
+        size: Callable[[JobT], int] = lambda job: 1,
+        name: str = "micro-batcher",
     ) -> None:
-        self._embed = embed
+        self._run_batch = run_batch
         self._max_batch = max_batch
         self._max_wait = max_wait_s
-        self._executor = executor
-        self._on_batch = on_batch
-        self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self._size = size
+        self._name = name
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        self._worker = asyncio.create_task(self._run(), name="micro-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        """Finish the jobs already queued, then end the thread."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(thread.join)
 
-    async def embed(self, images: np.ndarray) -> np.ndarray:
-        """Embed [n, H, W, 3] images, sharing the model call with whoever else is waiting."""
-        if self._worker is None:
-            raise RuntimeError("MicroBatcher.start() was not called")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self._queue.put((images, future))
+    async def submit(self, job: JobT) -> ResultT:
+        """The job's result, computed in a batch with whatever else is waiting."""
+        if self._thread is None or self._loop is None:
+            raise RuntimeError("MicroBatcher is not running: start() was not called, or stop() was")
+        future: asyncio.Future[ResultT] = self._loop.create_future()
+        self._queue.put((job, future))
         return await future
 
-    async def _gather(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
-        first = await self._queue.get()
-        batch = [first]
-        size = len(first[0])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._max_wait
-        while size < self._max_batch:
+    # the worker thread ---------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            batch, stopping = self._gather()
+            if batch:
+                self._run(batch)
+            if stopping:
+                return
+
+    def _gather(self) -> tuple[list[tuple[JobT, asyncio.Future[ResultT]]], bool]:
+        """The next batch (blocking for its first job), and whether stop() was called."""
+        item = self._queue.get()
+        batch: list[tuple[JobT, asyncio.Future[ResultT]]] = []
+        size = 0
+        deadline = time.monotonic() + self._max_wait
+        while True:
+            if item is _STOP:
+                return batch, True
+            pair = cast(tuple[JobT, "asyncio.Future[ResultT]"], item)
+            batch.append(pair)
+            size += self._size(pair[0])
+            if size >= self._max_batch:
+                return batch, False
             try:
                 item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - loop.time()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    break
+                    return batch, False
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            batch.append(item)
-            size += len(item[0])
-        return batch
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    return batch, False
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._gather()
-            live = [(images, fut) for images, fut in batch if not fut.cancelled()]
-            if not live:
-                continue
-            images = np.concatenate([images for images, _ in live])
-            try:
-                vectors = await loop.run_in_executor(self._executor, self._embed, images)
-            except Exception as exc:  # the callers own the error
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            if self._on_batch is not None:
-                self._on_batch(len(images))
-            start = 0
-            for part, fut in live:
-                end = start + len(part)
-                if not fut.done():
-                    fut.set_result(vectors[start:end])
-                start = end
+    def _run(self, batch: list[tuple[JobT, asyncio.Future[ResultT]]]) -> None:
+        # A caller that gave up (client gone, timeout) needs no work done for it.
+        live = [(job, future) for job, future in batch if not future.cancelled()]
+        if not live:
+            return
+        jobs = [job for job, _ in live]
+        outcomes: Sequence[ResultT | BaseException]
+        try:
+            outcomes = self._run_batch(jobs)
+            if len(outcomes) != len(jobs):
+                raise RuntimeError(f"{len(outcomes)} results for a batch of {len(jobs)} jobs")
+        except Exception as exc:  # the callers own the error
+            outcomes = [exc] * len(jobs)
+        assert self._loop is not None
+        # One wake-up of the event loop for the whole batch.
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            self._loop.call_soon_threadsafe(
+                _deliver, [future for _, future in live], list(outcomes)
+            )
+
+
+def _deliver(
+    futures: list[asyncio.Future[ResultT]], outcomes: list[ResultT | BaseException]
+) -> None:
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from app.batcher import MicroBatcher
 from app.catalog import Catalog
 from app.config import Settings
 from app.embedding import ImageEmbedder
@@ -32,8 +31,6 @@ class AppState:
     embedder: ImageEmbedder
     metrics: Metrics
     pool: ThreadPoolExecutor
-    batcher: MicroBatcher
-    model_pool: ThreadPoolExecutor
     gate: ServingGate = field(default_factory=ServingGate)
     reindex: OnlineReindex | None = None
     ready: bool = True

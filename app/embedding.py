@@ -1,4 +1,4 @@
-"""From uploaded bytes to embeddings: decode in a thread pool, embed in shared batches.
+"""From uploaded bytes to embeddings and search hits, without blocking the event loop.
 
 Index, search and the bulk jobs decode the same way (the same JPEG draft
 scale), so an image searched for finds its own indexed copy with a score of
@@ -15,13 +15,25 @@ is decoded again at its own, larger size, so it is no smaller for this.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 
 from app.batcher import MicroBatcher
+from app.catalog import Catalog, Hit
 from app.config import Settings
+from app.encoder_work import (
+    EmbedFn,
+    EmbedJob,
+    EncoderWork,
+    Job,
+    Result,
+    SearchJob,
+    SearchOptions,
+    job_size,
+)
 from app.images import decode_image, sniff_format, thumbnail_bytes, to_model_input
 from app.model_bundle import ModelInfo
 from app.regions import Box, crop
@@ -72,12 +84,41 @@ class ImagePreparer:
 
 
 class ImageEmbedder:
-    """Turns uploads into embeddings without blocking the event loop."""
+    """Turns uploads into embeddings and hits without blocking the event loop.
 
-    def __init__(self, preparer: ImagePreparer, batcher: MicroBatcher, pool: Executor) -> None:
+    Searches go to the encoder's thread as one job each (decode, embed,
+    search; app/encoder_work.py); index and similarity requests decode in the
+    pool (they also keep a copy or compare two images) and send their pixels
+    to the same thread, so every request shares the model call.
+    """
+
+    def __init__(
+        self,
+        preparer: ImagePreparer,
+        embed: EmbedFn,
+        catalog: Catalog,
+        pool: Executor,
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.preparer = preparer
-        self._batcher = batcher
         self._pool = pool
+        self._batcher: MicroBatcher[Job, Result] = MicroBatcher(
+            EncoderWork(preparer, embed, catalog, on_batch=on_batch),
+            max_batch=max_batch,
+            max_wait_s=max_wait_s,
+            size=job_size,
+            name="encoder",
+        )
+
+    async def start(self) -> None:
+        await self._batcher.start()
+
+    async def stop(self) -> None:
+        """Answer the jobs already handed over, then stop the encoder's thread."""
+        await self._batcher.stop()
 
     async def prepare_async(
         self, data: bytes, *, keep_copy: bool = False, box: Box | None = None
@@ -90,10 +131,14 @@ class ImageEmbedder:
     async def embed_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
         if not pixels:
             return np.zeros((0, self.preparer.model.embedding_dim), dtype=np.float32)
-        return await self._batcher.embed(np.stack(pixels))
+        vectors = await self._batcher.submit(EmbedJob(np.stack(pixels)))
+        assert isinstance(vectors, np.ndarray)
+        return vectors
 
-    async def embed_bytes(self, data: bytes, box: Box | None = None) -> np.ndarray:
-        """One upload's embedding (or its boxed region's), [D]."""
-        prepared = await self.prepare_async(data, box=box)
-        vectors = await self.embed_pixels([prepared.pixels])
-        return vectors[0]
+    async def search(
+        self, data: bytes, options: SearchOptions, box: Box | None = None
+    ) -> list[Hit]:
+        """The catalogue's hits for one upload (or its boxed region), best first."""
+        hits = await self._batcher.submit(SearchJob(data, options, box))
+        assert isinstance(hits, list)
+        return hits

@@ -16,7 +16,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
-from app.batcher import MicroBatcher
 from app.catalog import open_catalog
 from app.catalog_store import peek_meta
 from app.config import Settings
@@ -72,7 +71,8 @@ def serving_model(settings: Settings) -> ModelInfo:
 
 def _build_state(settings: Settings, metrics: Metrics) -> AppState:
     # FAISS threads are set per call by the index (app/vector_index.py); TensorFlow
-    # gets half the cores (app/encoder.py); decoding may use them all.
+    # gets half the cores (app/encoder.py); the pool decodes /index and /similarity
+    # uploads (searches decode on the encoder's thread, app/encoder_work.py).
     threads = settings.thread_count
     model = serving_model(settings)
     catalog = open_catalog(settings, model_id=model.model_id, embedding_dim=model.embedding_dim)
@@ -84,15 +84,15 @@ def _build_state(settings: Settings, metrics: Metrics) -> AppState:
         catalog.close()
         raise
     pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
-    model_pool = ThreadPoolExecutor(1, thread_name_prefix="encoder")
-    batcher = MicroBatcher(
+    embedder = ImageEmbedder(
+        ImagePreparer(model, settings),
         encoder.embed,
+        catalog,
+        pool,
         max_batch=settings.batch_max_size,
         max_wait_s=settings.batch_max_wait_ms / 1000,
-        executor=model_pool,
         on_batch=metrics.embed_batch.observe,
     )
-    embedder = ImageEmbedder(ImagePreparer(model, settings), batcher, pool)
     metrics.watch_index_size(lambda: float(catalog.stats().count))
     return AppState(
         settings=settings,
@@ -102,8 +102,6 @@ def _build_state(settings: Settings, metrics: Metrics) -> AppState:
         embedder=embedder,
         metrics=metrics,
         pool=pool,
-        batcher=batcher,
-        model_pool=model_pool,
     )
 
 
@@ -117,7 +115,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     state = await run_in_threadpool(_build_state, settings, app.state.metrics)
     state.reindex = OnlineReindex(state)
-    await state.batcher.start()
+    await state.embedder.start()
     app.state.lookalike = state
     log.info(
         "ready: model %s, %d items, http://%s:%d/docs",
@@ -132,9 +130,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.ready = False
         if state.reindex is not None:
             await state.reindex.cancel()
-        await state.batcher.stop()
+        await state.embedder.stop()
         state.pool.shutdown(wait=True)
-        state.model_pool.shutdown(wait=True)
         await run_in_threadpool(state.catalog.close)
         app.state.lookalike = None
 

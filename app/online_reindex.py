@@ -19,7 +19,6 @@ from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
 
-from app.batcher import MicroBatcher
 from app.dependencies import AppState
 from app.embedding import ImageEmbedder, ImagePreparer
 from app.encoder import Encoder
@@ -145,15 +144,16 @@ class OnlineReindex:
         self, model: ModelInfo, encoder: Encoder, preparer: ImagePreparer
     ) -> None:
         state = self._state
-        old = state.batcher
-        batcher = MicroBatcher(
+        old = state.embedder
+        embedder = ImageEmbedder(
+            preparer,
             encoder.embed,
+            state.catalog,
+            state.pool,
             max_batch=state.settings.batch_max_size,
             max_wait_s=state.settings.batch_max_wait_ms / 1000,
-            executor=state.model_pool,
             on_batch=state.metrics.embed_batch.observe,
         )
-        await batcher.start()
-        state.model, state.encoder, state.batcher = model, encoder, batcher
-        state.embedder = ImageEmbedder(preparer, batcher, state.pool)
+        await embedder.start()
+        state.model, state.encoder, state.embedder = model, encoder, embedder
         await old.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -241,3 +242,50 @@ def test_request_id_is_echoed(client: TestClient) -> None:
     r = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
     assert len(client.get("/healthz").headers["x-request-id"]) == 32
+
+
+def _embed_batches(client: TestClient) -> tuple[float, float]:
+    """(encoder calls, images embedded) so far, from /metrics."""
+    values = {}
+    for line in client.get("/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("lookalike_embed_batch_size_count", "lookalike_embed_batch_size_sum"):
+            values[name] = float(value)
+    return values["lookalike_embed_batch_size_count"], values["lookalike_embed_batch_size_sum"]
+
+
+def test_concurrent_searches_share_one_encoder_call_and_get_their_own_results(
+    make_settings,
+) -> None:
+    # A long wait and a batch limit of exactly the requests sent: they meet in one call.
+    settings = make_settings(batch_max_wait_ms=2000, batch_max_size=6)
+    with TestClient(create_app(settings)) as c:
+        for seed in range(5):
+            category = "even" if seed % 2 == 0 else "odd"
+            index(c, seed, f"i{seed}", metadata=json.dumps({"category": category}))
+        calls_before, images_before = _embed_batches(c)
+
+        def one(seed: int):
+            if seed == 5:  # not an image: fails alone, in the same batch as the others
+                return c.post("/search", files={"file": ("x.txt", b"hello, I am text")})
+            fields: dict[str, object] = {"k": seed + 1}
+            if seed == 4:
+                fields["filter"] = '{"category": "odd"}'
+            return search(c, seed, **fields)
+
+        with ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(one, range(6)))
+        calls_after, images_after = _embed_batches(c)
+
+    for seed, r in enumerate(responses[:4]):
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert results[0]["id"] == f"i{seed}"
+        assert results[0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert len(results) == seed + 1
+    filtered = responses[4].json()["results"]
+    assert {h["metadata"]["category"] for h in filtered} == {"odd"}
+    assert len(filtered) == 2
+    assert responses[5].status_code == 415
+    assert images_after - images_before == 5
+    assert calls_after - calls_before < 5, "concurrent searches were embedded one by one"

@@ -7,9 +7,9 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from app.dependencies import StateDep
+from app.encoder_work import SearchOptions
 from app.errors import (
     Forbidden,
     InvalidField,
@@ -77,19 +77,15 @@ async def search(
     box: Annotated[str | None, BOX_FIELD] = None,
 ) -> SearchResponse:
     started = time.perf_counter()
-    metadata_filter = parse_filter(filter)
+    options = SearchOptions(
+        k,
+        min_score=min_score,
+        metadata_filter=parse_filter(filter),
+        group_by_product=group_by == "product",
+    )
     region = parse_box(box)
     data = await read_upload(file, state.settings.max_file_bytes)
-    vector = await state.embedder.embed_bytes(data, region)
-    hits = await run_in_threadpool(
-        lambda: state.catalog.search(
-            vector[None, :],
-            k,
-            min_score=min_score,
-            metadata_filter=metadata_filter,
-            group_by_product=group_by == "product",
-        )[0]
-    )
+    hits = await state.embedder.search(data, options, region)
     return SearchResponse(
         results=[SearchHit.of(h) for h in hits],
         k=k,
