@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.observability import queued_logging
 from tests.conftest import image_bytes
 from tests.test_images import png_with_header_size
 
@@ -85,3 +87,27 @@ def test_reads_can_require_a_key(make_settings) -> None:
         assert c.get("/index").status_code == 401
         assert c.get("/index", headers={"X-API-Key": "k"}).status_code == 200
         assert c.get("/healthz").status_code == 200
+
+
+def test_queued_logging_writes_from_its_own_thread_and_flushes_at_exit() -> None:
+    class Recorder(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[tuple[str, str]] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append((self.format(record), threading.current_thread().name))
+
+    root = logging.getLogger()
+    recorder = Recorder()
+    root.addHandler(recorder)
+    try:
+        before = list(root.handlers)
+        with queued_logging():
+            assert recorder not in root.handlers
+            logging.getLogger("lookalike.access").warning("GET / %d", 200)
+        assert root.handlers == before
+    finally:
+        root.removeHandler(recorder)
+    assert recorder.lines == [("GET / 200", recorder.lines[0][1])]
+    assert recorder.lines[0][1] != threading.current_thread().name
