@@ -118,3 +118,25 @@ def test_folder_and_memory_pipelines_give_the_same_transformed_batches(tmp_path:
     copy, base_class = divmod(label, 3)
     candidates = [expansion.apply(p, copy) for p in pixels[labels == base_class]]
     assert any(np.array_equal(memory_x[index], c.astype(np.float32)) for c in candidates)
+
+
+def test_real_classes_fill_half_of_every_batch_among_made_up_ones() -> None:
+    expansion = ClassExpansion(PRESETS["dihedral"], base_size=50, base_classes=5)
+    labels = expansion.labels(np.repeat(np.arange(5), 10))
+    sampler = PKSampler(labels, classes_per_batch=10, examples_per_class=2, seed=0, core_classes=5)
+    seen_made_up: set[int] = set()
+    for _ in range(20):
+        classes = labels[sampler.next_batch()].reshape(10, 2)[:, 0]
+        assert len(set(classes.tolist())) == 10
+        assert sorted(c for c in classes if c < 5) == [0, 1, 2, 3, 4]
+        seen_made_up |= {int(c) for c in classes if c >= 5}
+    assert len(seen_made_up) == 35  # every made-up class still gets its turn
+
+
+def test_core_classes_give_way_when_too_few_others_exist() -> None:
+    labels = np.repeat(np.arange(7), 3)  # 5 real classes, 2 made-up ones
+    sampler = PKSampler(labels, classes_per_batch=6, examples_per_class=1, seed=0, core_classes=5)
+    for _ in range(10):
+        classes = labels[sampler.next_batch()]
+        assert {5, 6} <= set(classes.tolist())
+        assert len(set(classes.tolist())) == 6

@@ -168,6 +168,7 @@ def train(config: TrainConfig) -> TrainResult:
             if expansion is None or unreadable is None
             else expansion.excluded(unreadable)
         ),
+        core_classes=expansion.base_classes if expansion is not None else 0,
     )
     augmenter = build_augmenter(augment, seed=config.seed)
     batches = training_batches(
