@@ -22,23 +22,40 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
 JobT = TypeVar("JobT")
 ResultT = TypeVar("ResultT")
 
-# What a batch function returns per job: its result, or the exception its caller raises.
-RunBatch = Callable[[Sequence[JobT]], Sequence["ResultT | BaseException"]]
-
 _STOP = object()
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A batch function's answer for a job that goes on to another batcher's thread.
+
+    The caller keeps waiting, and the next stage answers it: stages in a row
+    overlap (one embeds the next batch while the other searches this one) and
+    each batches whatever queued up for it, with no trip through the event loop.
+    """
+
+    to: MicroBatcher[Any, Any]
+    job: Any
+
+
+# What a batch function returns per job: its result, the exception its caller
+# raises, or where the job goes next.
+RunBatch = Callable[[Sequence[JobT]], Sequence["ResultT | BaseException | Forward"]]
 
 
 class MicroBatcher(Generic[JobT, ResultT]):
     """Runs jobs from concurrent callers in batches, on one thread of its own.
 
-    `run_batch` gets the jobs in arrival order and returns one result or
-    exception per job, so one bad upload fails its own request, not the batch.
-    `size` counts a job's images towards `max_batch` (a job is never split).
+    `run_batch` gets the jobs in arrival order and returns one result,
+    exception or `Forward` per job, so one bad upload fails its own request,
+    not the batch. `size` counts a job's images towards `max_batch` (a job is
+    never split).
     """
 
     def __init__(
@@ -65,7 +82,10 @@ class MicroBatcher(Generic[JobT, ResultT]):
         self._thread.start()
 
     async def stop(self) -> None:
-        """Finish the jobs already queued, then end the thread."""
+        """Finish the jobs already queued, then end the thread.
+
+        Stop a stage before the stage it forwards to, so what it forwards is answered.
+        """
         thread, self._thread = self._thread, None
         if thread is not None:
             self._queue.put(_STOP)
@@ -78,6 +98,13 @@ class MicroBatcher(Generic[JobT, ResultT]):
         future: asyncio.Future[ResultT] = self._loop.create_future()
         self._queue.put((job, future))
         return await future
+
+    def _accept(self, job: JobT, future: asyncio.Future[Any]) -> None:
+        """Queue a job forwarded from another stage's thread, with its caller's future."""
+        if self._thread is None:
+            self._answer([future], [RuntimeError("the next stage of this job has stopped")])
+        else:
+            self._queue.put((job, future))
 
     # the worker thread ---------------------------------------------------------
 
@@ -120,24 +147,34 @@ class MicroBatcher(Generic[JobT, ResultT]):
         if not live:
             return
         jobs = [job for job, _ in live]
-        outcomes: Sequence[ResultT | BaseException]
+        outcomes: Sequence[ResultT | BaseException | Forward]
         try:
             outcomes = self._run_batch(jobs)
             if len(outcomes) != len(jobs):
                 raise RuntimeError(f"{len(outcomes)} results for a batch of {len(jobs)} jobs")
         except Exception as exc:  # the callers own the error
             outcomes = [exc] * len(jobs)
+        futures: list[asyncio.Future[ResultT]] = []
+        answers: list[ResultT | BaseException] = []
+        for (_, future), outcome in zip(live, outcomes, strict=True):
+            if isinstance(outcome, Forward):
+                outcome.to._accept(outcome.job, future)
+            else:
+                futures.append(future)
+                answers.append(outcome)
+        if futures:
+            self._answer(futures, answers)
+
+    def _answer(
+        self, futures: list[asyncio.Future[Any]], outcomes: list[Any | BaseException]
+    ) -> None:
+        """Settle the callers' futures on the event loop, with one wake-up for them all."""
         assert self._loop is not None
-        # One wake-up of the event loop for the whole batch.
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-            self._loop.call_soon_threadsafe(
-                _deliver, [future for _, future in live], list(outcomes)
-            )
+            self._loop.call_soon_threadsafe(_deliver, futures, outcomes)
 
 
-def _deliver(
-    futures: list[asyncio.Future[ResultT]], outcomes: list[ResultT | BaseException]
-) -> None:
+def _deliver(futures: list[asyncio.Future[Any]], outcomes: list[Any | BaseException]) -> None:
     for future, outcome in zip(futures, outcomes, strict=True):
         if future.done():
             continue

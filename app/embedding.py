@@ -24,18 +24,20 @@ import numpy as np
 from app.batcher import MicroBatcher
 from app.catalog import Catalog, Hit
 from app.config import Settings
-from app.encoder_work import (
+from app.images import decode_image, sniff_format, thumbnail_bytes, to_model_input
+from app.model_bundle import ModelInfo
+from app.pipeline import (
     EmbedFn,
     EmbedJob,
-    EncoderWork,
-    Job,
+    EncoderJob,
+    EncoderStage,
+    IndexStage,
+    Query,
     Result,
     SearchJob,
     SearchOptions,
     job_size,
 )
-from app.images import decode_image, sniff_format, thumbnail_bytes, to_model_input
-from app.model_bundle import ModelInfo
 from app.regions import Box, crop
 
 
@@ -86,10 +88,10 @@ class ImagePreparer:
 class ImageEmbedder:
     """Turns uploads into embeddings and hits without blocking the event loop.
 
-    Searches go to the encoder's thread as one job each (decode, embed,
-    search; app/encoder_work.py); index and similarity requests decode in the
-    pool (they also keep a copy or compare two images) and send their pixels
-    to the same thread, so every request shares the model call.
+    A search is one job for the encoder's and the index's threads
+    (app/pipeline.py); index and similarity requests decode in the pool (they
+    also keep a copy or compare two images) and send their pixels to the
+    encoder's thread, so every request shares the model calls.
     """
 
     def __init__(
@@ -105,8 +107,13 @@ class ImageEmbedder:
     ) -> None:
         self.preparer = preparer
         self._pool = pool
-        self._batcher: MicroBatcher[Job, Result] = MicroBatcher(
-            EncoderWork(preparer, embed, catalog, on_batch=on_batch),
+        # The index's stage takes every query waiting: its cost is mostly one
+        # pass over the vectors, however many queries share it.
+        self._index: MicroBatcher[Query, list[Hit]] = MicroBatcher(
+            IndexStage(catalog), max_batch=4 * max_batch, max_wait_s=0, name="index"
+        )
+        self._encoder: MicroBatcher[EncoderJob, Result] = MicroBatcher(
+            EncoderStage(preparer, embed, self._index, on_batch=on_batch),
             max_batch=max_batch,
             max_wait_s=max_wait_s,
             size=job_size,
@@ -114,11 +121,13 @@ class ImageEmbedder:
         )
 
     async def start(self) -> None:
-        await self._batcher.start()
+        await self._index.start()
+        await self._encoder.start()
 
     async def stop(self) -> None:
-        """Answer the jobs already handed over, then stop the encoder's thread."""
-        await self._batcher.stop()
+        """Answer the jobs already handed over, then stop the threads."""
+        await self._encoder.stop()
+        await self._index.stop()
 
     async def prepare_async(
         self, data: bytes, *, keep_copy: bool = False, box: Box | None = None
@@ -131,7 +140,7 @@ class ImageEmbedder:
     async def embed_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
         if not pixels:
             return np.zeros((0, self.preparer.model.embedding_dim), dtype=np.float32)
-        vectors = await self._batcher.submit(EmbedJob(np.stack(pixels)))
+        vectors = await self._encoder.submit(EmbedJob(np.stack(pixels)))
         assert isinstance(vectors, np.ndarray)
         return vectors
 
@@ -139,6 +148,6 @@ class ImageEmbedder:
         self, data: bytes, options: SearchOptions, box: Box | None = None
     ) -> list[Hit]:
         """The catalogue's hits for one upload (or its boxed region), best first."""
-        hits = await self._batcher.submit(SearchJob(data, options, box))
+        hits = await self._encoder.submit(SearchJob(data, options, box))
         assert isinstance(hits, list)
         return hits

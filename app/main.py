@@ -72,7 +72,7 @@ def serving_model(settings: Settings) -> ModelInfo:
 def _build_state(settings: Settings, metrics: Metrics) -> AppState:
     # FAISS threads are set per call by the index (app/vector_index.py); TensorFlow
     # gets half the cores (app/encoder.py); the pool decodes /index and /similarity
-    # uploads (searches decode on the encoder's thread, app/encoder_work.py).
+    # uploads (searches decode on the encoder's thread, app/pipeline.py).
     threads = settings.thread_count
     model = serving_model(settings)
     catalog = open_catalog(settings, model_id=model.model_id, embedding_dim=model.embedding_dim)

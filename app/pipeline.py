@@ -1,15 +1,22 @@
-"""What the encoder's thread does with one batch: decode, embed once, search once per option set.
+"""What a search does off the event loop: two stages, each on a thread of its own.
 
-A search by image is one job from the upload's bytes to its hits, run on the
-micro-batcher's thread (app/batcher.py): the event loop hands it over once and
-gets the hits back, instead of handing the request to a decode pool, the
-encoder and a search thread in turn. Batching the search as well as the model
-call also pays off in the index: one flat scan answers every query of the
-batch (at 100k vectors, 16 queries together cost about what 1.5 cost one by
-one).
+The event loop hands a search over once (app/batcher.py) and gets its hits
+back; it never moves the request between a decode pool, the encoder and a
+search thread itself.
+
+1. The encoder's stage decodes every upload of its batch, embeds all images in
+   one model call, and forwards each search's vector to
+2. the index's stage, which runs one `Catalog.search` per set of search options
+   over every vector waiting for it.
+
+The stages overlap: the model embeds the next batch while the index answers
+this one. The index's stage gathers whatever the encoder forwarded while it
+was busy, and batching pays off there as much as in the model: a flat index
+scans its vectors once for all the queries of a call (at 100k x 64, 16
+queries together cost about what 1.5 cost one by one).
 
 Embed jobs (`/index`, `/similarity`) bring their own decoded pixels and share
-the same model call.
+the model calls.
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from app.batcher import Forward, MicroBatcher
 from app.catalog import Catalog, Hit, MetadataFilter
 from app.regions import Box
 
@@ -61,37 +69,45 @@ class SearchJob:
     box: Box | None = None
 
 
-Job = EmbedJob | SearchJob
+@dataclass(frozen=True)
+class Query:
+    """A search job once embedded: what the index's stage works on."""
+
+    vector: np.ndarray
+    options: SearchOptions
+
+
+EncoderJob = EmbedJob | SearchJob
+# An embed job's vectors, or a search job's hits (answered by the index's stage).
 Result = np.ndarray | list[Hit]
 
 
-def job_size(job: Job) -> int:
+def job_size(job: EncoderJob) -> int:
     """Images a job adds to the model call, counted against the batch limit."""
     return len(job.images) if isinstance(job, EmbedJob) else 1
 
 
-class EncoderWork:
-    """The batch function: one model call for every image of the batch, then the searches."""
+class EncoderStage:
+    """Decode the batch's uploads, embed every image in one model call, forward the searches."""
 
     def __init__(
         self,
         preparer: ImagePreparer,
         embed: EmbedFn,
-        catalog: Catalog,
+        index_stage: MicroBatcher[Query, list[Hit]],
         *,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._preparer = preparer
         self._embed = embed
-        self._catalog = catalog
+        self._index_stage = index_stage
         self._on_batch = on_batch
 
-    def __call__(self, jobs: Sequence[Job]) -> list[Result | BaseException]:
-        outcomes: list[Result | BaseException | None] = [None] * len(jobs)
+    def __call__(self, jobs: Sequence[EncoderJob]) -> list[Any]:
+        outcomes: list[Any] = [None] * len(jobs)
         images: list[np.ndarray] = []
         rows: list[tuple[int, int]] = []  # (job, first row of its images)
         row = 0
-        vectors = np.zeros((0, 0), dtype=np.float32)
         for i, job in enumerate(jobs):
             if isinstance(job, EmbedJob):
                 pixels = job.images
@@ -104,48 +120,50 @@ class EncoderWork:
             images.append(pixels)
             rows.append((i, row))
             row += len(pixels)
-        if images:
-            try:
-                vectors = self._embed(np.concatenate(images))
-            except Exception as exc:
-                for i, _ in rows:
-                    outcomes[i] = exc
-                rows = []
-            else:
-                if self._on_batch is not None:
-                    self._on_batch(len(vectors))
-        searches: dict[tuple[object, ...], list[tuple[int, int]]] = {}
+        if not images:
+            return outcomes
+        try:
+            vectors = self._embed(np.concatenate(images))
+        except Exception as exc:
+            for i, _ in rows:
+                outcomes[i] = exc
+            return outcomes
+        if self._on_batch is not None:
+            self._on_batch(len(vectors))
         for i, first in rows:
             job = jobs[i]
             if isinstance(job, EmbedJob):
                 outcomes[i] = vectors[first : first + len(job.images)]
             else:
-                searches.setdefault(job.options.key(), []).append((i, first))
-        for group in searches.values():
-            self._search(jobs, group, vectors, outcomes)
-        return [o if o is not None else RuntimeError("job left unanswered") for o in outcomes]
+                outcomes[i] = Forward(self._index_stage, Query(vectors[first], job.options))
+        return outcomes
 
-    def _search(
-        self,
-        jobs: Sequence[Job],
-        group: list[tuple[int, int]],
-        vectors: np.ndarray,
-        outcomes: list[Result | BaseException | None],
-    ) -> None:
-        first_job = jobs[group[0][0]]
-        assert isinstance(first_job, SearchJob)
-        options = first_job.options
-        try:
-            found = self._catalog.search(
-                vectors[[first for _, first in group]],
-                options.k,
-                min_score=options.min_score,
-                metadata_filter=options.metadata_filter,
-                group_by_product=options.group_by_product,
-            )
-        except Exception as exc:
-            for i, _ in group:
-                outcomes[i] = exc
-            return
-        for (i, _), hits in zip(group, found, strict=True):
-            outcomes[i] = hits
+
+class IndexStage:
+    """One catalogue search per set of options, over every query that waited for the index."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def __call__(self, queries: Sequence[Query]) -> list[list[Hit] | BaseException]:
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for i, query in enumerate(queries):
+            groups.setdefault(query.options.key(), []).append(i)
+        outcomes: list[list[Hit] | BaseException] = [[] for _ in queries]
+        for members in groups.values():
+            options = queries[members[0]].options
+            try:
+                found = self._catalog.search(
+                    np.stack([queries[i].vector for i in members]),
+                    options.k,
+                    min_score=options.min_score,
+                    metadata_filter=options.metadata_filter,
+                    group_by_product=options.group_by_product,
+                )
+            except Exception as exc:
+                for i in members:
+                    outcomes[i] = exc
+                continue
+            for i, hits in zip(members, found, strict=True):
+                outcomes[i] = hits
+        return outcomes

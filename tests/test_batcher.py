@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.batcher import MicroBatcher
+from app.batcher import Forward, MicroBatcher
 
 
 class Doubler:
@@ -109,3 +109,26 @@ def test_stop_answers_queued_jobs_and_later_submits_are_refused() -> None:
 
     asyncio.run(main())
     assert seen == [0, 1, 2]
+
+
+def test_a_forwarded_job_is_answered_by_the_next_stage() -> None:
+    second = Doubler()
+
+    async def main() -> list[int | BaseException]:
+        last: MicroBatcher[int, int] = MicroBatcher(second, max_batch=8, max_wait_s=0, name="last")
+
+        def first(jobs: Sequence[int]) -> list[int | BaseException | Forward]:
+            # Odd numbers are finished here, even ones go on to be doubled.
+            return [Forward(last, j + 100) if j % 2 == 0 else j for j in jobs]
+
+        head: MicroBatcher[int, int] = MicroBatcher(first, max_batch=8, max_wait_s=0.2)
+        await last.start()
+        await head.start()
+        try:
+            return await asyncio.gather(*(head.submit(j) for j in range(4)))
+        finally:
+            await head.stop()
+            await last.stop()
+
+    assert asyncio.run(main()) == [200, 1, 204, 3]
+    assert second.threads == {"last"}

@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, UploadFile
 
 from app.dependencies import StateDep
-from app.encoder_work import SearchOptions
 from app.errors import (
     Forbidden,
     InvalidField,
@@ -21,6 +20,7 @@ from app.errors import (
     error_responses,
 )
 from app.form_fields import parse_filter
+from app.pipeline import SearchOptions
 from app.regions import parse_box
 from app.routes.uploads import read_upload
 from app.schemas import SearchHit, SearchResponse, SimilarityResponse
