@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +168,21 @@ def test_a_snapshot_that_is_not_a_flat_inner_product_index_is_refused(tmp_path: 
     faiss.write_index(faiss.IndexIDMap(faiss.IndexFlatL2(DIM)), str(path))
     with pytest.raises(ValueError, match="not a flat inner-product index"):
         FlatIndex(DIM).load(path)
+
+
+def test_the_serving_process_loads_the_encoder_without_scikit_learn(model_dir: Path) -> None:
+    code = (
+        "import sys\n"
+        "from app.commands.serve import hide_unused_modules\n"
+        "hide_unused_modules()\n"
+        "from app.encoder import Encoder\n"
+        "from pathlib import Path\n"
+        "from app.model_bundle import read_model_info\n"
+        f"Encoder(read_model_info(Path({str(model_dir)!r})), threads=1)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn' and sys.modules[m]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
