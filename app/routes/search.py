@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from app.dependencies import StateDep
 from app.errors import (
@@ -50,6 +50,7 @@ IMAGE_ERRORS = error_responses(
     summary="Find catalogue items that look like an image",
     dependencies=[ReadAccess],
     responses=IMAGE_ERRORS,
+    response_model=SearchResponse,
 )
 async def search(
     state: StateDep,
@@ -75,7 +76,7 @@ async def search(
         ),
     ] = None,
     box: Annotated[str | None, BOX_FIELD] = None,
-) -> SearchResponse:
+) -> Response:
     started = time.perf_counter()
     options = SearchOptions(
         k,
@@ -86,12 +87,15 @@ async def search(
     region = parse_box(box)
     data = await read_upload(file, state.settings.max_file_bytes)
     hits = await state.embedder.search(data, options, region)
-    return SearchResponse(
+    body = SearchResponse(
         results=[SearchHit.of(h) for h in hits],
         k=k,
         model_id=state.model.model_id,
         took_ms=round((time.perf_counter() - started) * 1000, 3),
     )
+    # Serialised here, once: returned as a model, it would be validated again
+    # before serialising, on the event loop of the busiest endpoint (~40 us).
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.post(
