@@ -107,10 +107,13 @@ class ImageEmbedder:
     ) -> None:
         self.preparer = preparer
         self._pool = pool
-        # The index's stage takes every query waiting: its cost is mostly one
-        # pass over the vectors, however many queries share it.
+        # The index's stage takes the queries waiting for it, as many as one
+        # model call embeds: a flat scan costs mostly one pass over the vectors
+        # however many queries share it. (At the default 32, below
+        # vector_index.PARALLEL_FROM, FAISS stays on this thread: an OpenMP
+        # team would spin against the event loop for the cores.)
         self._index: MicroBatcher[Query, list[Hit]] = MicroBatcher(
-            IndexStage(catalog), max_batch=4 * max_batch, max_wait_s=0, name="index"
+            IndexStage(catalog), max_batch=max_batch, max_wait_s=0, name="index"
         )
         self._encoder: MicroBatcher[EncoderJob, Result] = MicroBatcher(
             EncoderStage(preparer, embed, self._index, on_batch=on_batch),
