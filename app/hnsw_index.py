@@ -2,11 +2,18 @@
 
 FAISS's `IndexHNSWFlat` numbers vectors 0, 1, 2, ... in insertion order and can
 never remove one, because other nodes' edges run through it. So this index keeps
-its own labels: `_keys[label]` is the catalogue key a graph node stands for, and
-`_label_of[key]` is the node currently holding that key. Removing or replacing a
-key only turns its old node into a tombstone (`_keys[label] = -1` and its bit in
-the live bitmap cleared); tombstones still route searches through the graph but
-a FAISS `IDSelectorBitmap` keeps them out of the results.
+its own labels: `_keys[label]` is the catalogue key a graph node stands for (-1
+for none). Removing or replacing a key only turns its old node into a tombstone
+(`_keys[label] = -1` and its bit in the live bitmap cleared); tombstones still
+route searches through the graph but a FAISS `IDSelectorBitmap` keeps them out
+of the results.
+
+Finding a key's node goes the other way. A dict of a million Python ints cost
+~100 MB, so the reverse map is numpy arrays: the live nodes ordered by key
+(`_by_key`) and their keys (`_sorted_keys`) for `searchsorted`, plus a small dict
+of keys added since those were last sorted (`_recent`), re-sorted into them
+once it holds a sixteenth of the nodes. A sorted entry counts only while
+`_keys` still gives its node that key, so a removal needs no work there.
 
 Once tombstones reach `rebuild_fraction` of the nodes (default 20%, and at
 least `rebuild_min` of them), a fresh graph is built from the live vectors,
@@ -45,6 +52,11 @@ SNAPSHOT_VERSION = 1
 # Below this many candidate nodes a filtered query is scanned exactly: cheaper
 # than a graph walk that has to skip almost every node it visits.
 EXACT_SCAN_BELOW = 4096
+
+# Keys added since the last sort stay in a dict until there are this many, or
+# a sixteenth of the nodes: re-sorting costs ~10-50 ms at 1M nodes (the keys
+# arrive nearly in order), so it happens at most once per 60k or so writes.
+RECENT_AT_LEAST = 4096
 
 
 @dataclass
@@ -103,9 +115,8 @@ class HnswIndex(VectorIndex):
         self._live_bits = np.packbits(
             np.concatenate([alive, np.zeros(len(self._keys) - n, dtype=bool)]), bitorder="little"
         )
-        live = np.flatnonzero(alive)
-        self._label_of: dict[int, int] = dict(zip(keys[live].tolist(), live.tolist(), strict=True))
-        self._tombstones = n - len(live)
+        self._tombstones = n - int(alive.sum())
+        self._sort_keys()
 
     @property
     def _nodes(self) -> int:
@@ -116,7 +127,45 @@ class HnswIndex(VectorIndex):
         return self._tombstones
 
     def __len__(self) -> int:
-        return len(self._label_of)
+        return self._nodes - self._tombstones
+
+    def _sort_keys(self) -> None:
+        """Rebuild the key-ordered arrays from `_keys` and empty `_recent`."""
+        live = np.flatnonzero(self._keys[: self._nodes] >= 0)
+        # Stable sort: keys mostly arrive in increasing order, which it finds in one pass.
+        self._by_key = live[np.argsort(self._keys[live], kind="stable")]
+        self._sorted_keys = self._keys[self._by_key]
+        self._recent: dict[int, int] = {}
+
+    def _labels_of(self, keys: np.ndarray) -> np.ndarray:
+        """The node holding each key, or -1 where the index does not hold it."""
+        labels = np.full(len(keys), -1, dtype=np.int64)
+        if len(self._sorted_keys) and len(keys):
+            at = np.minimum(np.searchsorted(self._sorted_keys, keys), len(self._sorted_keys) - 1)
+            candidates = self._by_key[at]
+            # A sorted entry whose node was since retired no longer holds the key.
+            held = (self._sorted_keys[at] == keys) & (self._keys[candidates] == keys)
+            labels[held] = candidates[held]
+        recent = self._recent
+        if len(recent) > len(keys):  # a write's few keys: look each one up
+            for i, key in enumerate(keys.tolist()):
+                labels[i] = recent.get(key, labels[i])
+        elif recent:  # a filter's many keys: sort the few recent ones and search those
+            recent_keys = np.fromiter(recent.keys(), dtype=np.int64, count=len(recent))
+            recent_labels = np.fromiter(recent.values(), dtype=np.int64, count=len(recent))
+            order = np.argsort(recent_keys)
+            recent_keys, recent_labels = recent_keys[order], recent_labels[order]
+            at = np.minimum(np.searchsorted(recent_keys, keys), len(recent_keys) - 1)
+            held = recent_keys[at] == keys
+            labels[held] = recent_labels[at][held]
+        return labels
+
+    def _remember(self, keys: np.ndarray, labels: np.ndarray) -> None:
+        """Record that these (distinct) keys now live at these labels."""
+        if len(self._recent) + len(keys) > max(RECENT_AT_LEAST, self._nodes // 16):
+            self._sort_keys()
+        else:
+            self._recent.update(zip(keys.tolist(), labels.tolist(), strict=True))
 
     def _grow(self, nodes: int) -> None:
         if nodes <= len(self._keys):
@@ -162,8 +211,7 @@ class HnswIndex(VectorIndex):
 
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Append nodes; a key already present (or repeated in `keys`) keeps only its last."""
-        key_list = keys.tolist()
-        self._remove(np.array([k for k in key_list if k in self._label_of], dtype=np.int64))
+        self._remove(keys)
         start = self._nodes
         labels = np.arange(start, start + len(keys), dtype=np.int64)
         self._grow(start + len(keys))
@@ -171,21 +219,24 @@ class HnswIndex(VectorIndex):
         self._graph.add(vectors)
         self._keys[labels] = keys
         self._set_live(labels, True)
-        self._label_of.update(zip(key_list, labels.tolist(), strict=True))
-        if len(set(key_list)) != len(key_list):
-            shadowed = np.array(
-                [
-                    label
-                    for k, label in zip(key_list, labels.tolist(), strict=True)
-                    if self._label_of[k] != label
-                ],
-                dtype=np.int64,
-            )
-            self._bury(shadowed)
+        unique, first_from_end = np.unique(keys[::-1], return_index=True)
+        if len(unique) != len(keys):
+            last = len(keys) - 1 - first_from_end
+            shadowed = np.ones(len(keys), dtype=bool)
+            shadowed[last] = False
+            self._bury(labels[shadowed])
+            self._remember(unique, labels[last])
+        else:
+            self._remember(keys, labels)
 
     def _remove(self, keys: np.ndarray) -> None:
-        labels = [self._label_of.pop(k) for k in keys.tolist() if k in self._label_of]
-        self._bury(np.array(labels, dtype=np.int64))
+        labels = self._labels_of(keys)
+        held = labels >= 0
+        if held.any():
+            if self._recent:
+                for key in keys[held].tolist():
+                    self._recent.pop(key, None)
+            self._bury(np.unique(labels[held]))
 
     def _bury(self, labels: np.ndarray) -> None:
         if len(labels):
@@ -265,8 +316,8 @@ class HnswIndex(VectorIndex):
             bits = self._live_bits if self._tombstones else None
             available = len(self)
         else:
-            found = [self._label_of.get(k) for k in _as_keys(allowed).tolist()]
-            candidates = np.unique(np.array([x for x in found if x is not None], dtype=np.int64))
+            found = self._labels_of(_as_keys(allowed))
+            candidates = np.unique(found[found >= 0])
             available = len(candidates)
             if available <= max(EXACT_SCAN_BELOW, k):
                 return self._exact(queries, k, candidates)

@@ -271,3 +271,48 @@ def test_hnsw_recall_at_10_against_exact_on_clustered_data() -> None:
     _, approx = hnsw.search(queries, 10)
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
     assert recall >= 0.95
+
+
+def test_hnsw_finds_each_key_whether_added_before_or_after_its_last_sort() -> None:
+    """Keys live in sorted arrays plus a dict of recent additions; both must answer.
+
+    The adds below cross the re-sort point (4096 recent keys) once, so keys
+    sit on both sides of it when they are removed, replaced, re-added and
+    filtered on.
+    """
+    index = HnswIndex(
+        DIM, m=8, ef_construction=32, ef_search=64, rebuild_min=10**6, background_rebuild=False
+    )
+    vectors = clustered(7000, seed=20)
+    current: dict[int, np.ndarray] = {}
+
+    def add(new: np.ndarray, rows: np.ndarray) -> None:
+        index.add(new, vectors[rows])
+        current.update(zip(new.tolist(), vectors[rows], strict=True))
+
+    add(np.arange(0, 3000) * 3, np.arange(0, 3000))  # recent
+    add(np.arange(3000, 5000) * 3, np.arange(3000, 5000))  # passes 4096: all sorted
+    add(np.arange(5000, 5200) * 3, np.arange(5000, 5200))  # recent again
+    gone = np.array([0, 3, 2997 * 3, 5100 * 3, 5199 * 3, 10**9], dtype=np.int64)
+    index.remove(gone)
+    for key in gone.tolist():
+        current.pop(key, None)
+    index.remove(gone)  # already gone: nothing happens
+    # Replace old and recent keys, bring back a removed one, repeat one in a batch.
+    add(np.array([6, 4000 * 3, 5150 * 3, 3, 9, 9], dtype=np.int64), np.arange(6000, 6006))
+    assert len(index) == len(current) == 5196
+    assert index.tombstones == 5 + 4 + 1  # removed; replaced (6, 12000, 15450, 9); 9 repeated
+
+    live = np.array(sorted(current), dtype=np.int64)
+    probe = np.concatenate([live[:: len(live) // 97], gone])
+    for key in probe.tolist():
+        query = current.get(key, vectors[0])
+        _, found = index.search(query[None, :], 1, allowed=np.array([key]))
+        assert found[0, 0] == (key if key in current else -1)
+    scores, found = index.search(vectors[6000:6006], 5, allowed=probe)
+    allowed_live = set(probe.tolist()) & set(current)
+    for q, row_scores, row in zip(vectors[6000:6006], scores, found, strict=True):
+        assert set(row[row >= 0].tolist()) <= allowed_live
+        np.testing.assert_allclose(row_scores, [float(current[int(k)] @ q) for k in row], atol=1e-5)
+    _, found = index.search(np.stack([current[k] for k in live[:200].tolist()]), 1)
+    assert (found[:, 0] == live[:200]).mean() > 0.95
