@@ -9,7 +9,7 @@ on digits raw pixels already reach P@1 0.98; MAP@R is the headline for that
 reason. Then an embedding-size sweep on the best loss, and the unlabeled mode
 (labels hidden) against raw pixels on near-duplicate retrieval.
 
-    .venv/bin/python -m benchmarks.quality                  # the full run, ~15 min on 2 cores
+    .venv/bin/python -m benchmarks.quality                  # the full run, ~30 min on 2 cores
     .venv/bin/python -m benchmarks.quality --quick --sets digits --losses supcon
 
 Each run goes through `training.train.train`, the same path as
