@@ -288,3 +288,39 @@ def test_contradictory_options_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert code == 2
     assert "augment" in err
+
+
+def test_ensemble_trains_members_from_consecutive_seeds_and_exports_one_encoder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import keras
+
+    out = tmp_path / "ensemble"
+    schedule = ["--epochs", "1", "--steps-per-epoch", "3", "--seed", "5", "--ensemble", "2"]
+    code, printed, err = run(["train", "--out", str(out), *TINY, *schedule], capsys)
+    assert code == 0, err
+    assert "members' weights of epochs 1 of 1, 1 of 1" in printed
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["embedding_dim"] == 32  # two members of --embedding-dim 16, side by side
+    assert meta["provenance"]["training"]["ensemble"] == 2
+    assert [m["seed"] for m in meta["provenance"]["ensemble"]] == [5, 6]
+    history = json.loads((out / "history.json").read_text())
+    assert {"member0_loss", "member1_loss"} <= set(history)
+
+    encoder = keras.saving.load_model(out / "encoder.keras", compile=False)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    joined = np.asarray(encoder(images))
+    assert np.allclose(np.linalg.norm(joined, axis=1), 1.0, atol=1e-5)
+    first, second = (np.asarray(encoder.get_layer(f"member_{i}")(images)) for i in (0, 1))
+    # Different seeds, different networks; the ensemble's cosine is the mean of theirs.
+    assert not np.allclose(first, second, atol=1e-3)
+    expected = (first @ first.T + second @ second.T) / 2
+    assert np.allclose(joined @ joined.T, expected, atol=1e-5)
+
+
+def test_ensemble_size_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["train", "--out", str(tmp_path / "m"), *TINY, "--ensemble", "17"], capsys)
+    assert code == 2
+    assert "--ensemble" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "m"), "--ensemble", "0"])

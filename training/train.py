@@ -2,7 +2,8 @@
 
 Read top to bottom it is the whole method: split (seen classes into train /
 validation / test, optional unseen classes), P x K batches with augmentation,
-train with early stopping on validation MAP@R, measure on held-out data beside
+train with early stopping on validation MAP@R (one encoder, or several from
+consecutive seeds joined into one for `--ensemble`), measure on held-out data beside
 raw pixels and the untrained encoder, calibrate thresholds, export.
 """
 
@@ -13,8 +14,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from training.augment import AugmentConfig, default_for, parse_augment
 from training.class_transforms import ClassExpansion, parse_class_transforms
 from training.datasets import DataSource, ImageSet, Splits, hide_labels, load_source, split
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
     import keras
 
     from training.calibration import Calibration
-    from training.evaluate import Embedder
-    from training.trainer import FitResult, RetrievalValidation
+    from training.trainer import FitResult
 
 DEFAULT_LOSS = "multisimilarity"
 
@@ -64,6 +62,7 @@ class TrainConfig:
     early_stopping_patience: int = 4
     log_neighbours: int = 0  # queries in a neighbour grid drawn after each epoch
     seed: int = 0
+    ensemble: int = 1  # encoders trained from seeds seed, seed+1, ...; exported side by side
     verbose: int = 1
     progress: bool = True
     strategy: str = "default"  # default | mirrored | multiworker, see training.distribute
@@ -114,11 +113,8 @@ class TrainResult:
 def train(config: TrainConfig) -> TrainResult:
     """Train, evaluate and export; raises DataError for data that cannot be used."""
     started = time.perf_counter()
-    import keras
-
-    from training.augment import build_augmenter
-    from training.batching import PKSampler
-    from training.distribute import for_inference, make_strategy, output_directory
+    from training.distribute import make_strategy, output_directory
+    from training.ensemble import ensemble_encoder, member_seeds, merged_history
     from training.evaluate import (
         UNTRAINED,
         Embedder,
@@ -127,9 +123,8 @@ def train(config: TrainConfig) -> TrainResult:
         duplicate_check,
         evaluation_sets,
     )
-    from training.models import build_encoder
-    from training.pipeline import reader_for, training_batches
-    from training.trainer import MetricLearner, fit
+    from training.member import fit_member
+    from training.pipeline import reader_for
 
     try:  # before anything runs a TensorFlow op, which fixes the devices
         p, k = config.batch_shape
@@ -155,67 +150,22 @@ def train(config: TrainConfig) -> TrainResult:
         raise ConfigError("--unlabeled makes positives by augmentation; --augment none leaves none")
     train_images = hide_labels(splits.train) if config.unlabeled else splits.train
     expansion = _class_expansion(config, train_images)
-    classes_per_batch, examples_per_class = config.batch_shape
     reader = reader_for(train_images, image_size)
-    unreadable = reader.failed if reader is not None else None
-    sampler = PKSampler(
-        train_images.labels if expansion is None else expansion.labels(train_images.labels),
-        classes_per_batch,
-        examples_per_class,
-        seed=config.seed,
-        excluded=(
-            unreadable
-            if expansion is None or unreadable is None
-            else expansion.excluded(unreadable)
-        ),
-        core_classes=expansion.base_classes if expansion is not None else 0,
-    )
-    augmenter = build_augmenter(augment, seed=config.seed)
-    batches = training_batches(
-        train_images,
-        sampler,
-        image_size=image_size,
-        augmenter=augmenter,
-        reader=reader,
-        expansion=expansion,
-    )
-
-    with strategy.scope():
-        encoder = build_encoder(config.encoder, seed=config.seed)
-        untrained = keras.models.clone_model(encoder)
-        untrained.set_weights(encoder.get_weights())
-        num_classes = int(train_images.labels.max()) + 1
-        if expansion is not None:
-            num_classes = expansion.num_classes
-        loss_layer, features, callbacks = _loss(config, encoder, num_classes)
-        learner = MetricLearner(encoder, loss_layer, features)
-    encoder, untrained = for_inference(strategy, encoder), for_inference(strategy, untrained)
-    if config.log_neighbours:
-        from training.neighbour_log import neighbour_logs
-
-        callbacks = callbacks + neighbour_logs(
-            encoder,
-            splits,
-            config.log_neighbours,
-            Path(config.out),
-            image_size=image_size,
-            seed=config.seed,
-        )
-
     embedder = Embedder(image_size)
-    validation = _validation(config, splits, embedder, encoder, augmenter)
-    fitted = fit(
-        learner,
-        batches,
-        epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch,
-        lr=config.learning_rate,
-        weight_decay=config.weight_decay,
-        validation=validation,
-        patience=config.early_stopping_patience,
-        extra_callbacks=callbacks,
-        verbose=config.verbose,
-    )
+    try:
+        seeds = member_seeds(config.seed, config.ensemble)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    members = [
+        fit_member(
+            config, seed, strategy, splits, train_images, expansion, augment, reader, embedder
+        )
+        for seed in seeds
+    ]
+    encoder = ensemble_encoder([m.encoder for m in members])
+    untrained = ensemble_encoder([m.untrained for m in members])
+    augmenter = members[0].augmenter
+    fitted = members[0].fitted
 
     encoders = {"encoder": encoder, UNTRAINED: untrained}
     labelled = len(source.class_names) >= 2
@@ -233,9 +183,20 @@ def train(config: TrainConfig) -> TrainResult:
     failed = reader.failed_paths if reader is not None else ()
     skipped = sorted({*map(str, source.skipped), *map(str, failed), *embedder.unreadable})
     provenance = _provenance(config, source, splits, augment, fitted, skipped)
+    if len(members) > 1:
+        provenance["ensemble"] = [
+            {"seed": seed, "epochs": m.fitted.epochs_run, "best_epoch": m.fitted.best_epoch}
+            for seed, m in zip(seeds, members, strict=True)
+        ]
     figures = _evaluation_json(evaluation.figures, duplicates, calibration, duplicate_calibration)
     model_json = _export(
-        encoder, config, calibration, duplicate_calibration, provenance, figures, fitted.history
+        encoder,
+        config,
+        calibration,
+        duplicate_calibration,
+        provenance,
+        figures,
+        merged_history([m.fitted for m in members]),
     )
     return TrainResult(
         model_json,
@@ -274,76 +235,6 @@ def _split(source: DataSource, config: TrainConfig) -> Splits:
     )
 
 
-def _validation(
-    config: TrainConfig,
-    splits: Splits,
-    embedder: Embedder,
-    encoder: keras.Model,
-    augmenter: keras.Model,
-) -> RetrievalValidation | None:
-    """What early stopping watches: MAP@R on validation images of the seen classes.
-
-    Without labels it is near-duplicate retrieval instead (find each validation
-    image from an augmented copy), where MAP@R is P@1 because R = 1.
-    """
-    from training.evaluate import duplicate_figures
-    from training.metrics import retrieval_metrics
-    from training.trainer import RetrievalValidation
-
-    images = splits.validation
-    if len(images) < 3:
-        return None
-    if config.unlabeled:
-        identity = np.arange(len(images))
-
-        def measure() -> dict[str, float]:
-            original = embedder.embed(encoder, images)
-            edited = embedder.embed(encoder, images, augmenter=augmenter)
-            figures = duplicate_figures(edited, original, identity)
-            return {"map_at_r": figures["precision_at_1"], **figures}
-
-        return RetrievalValidation(measure)
-    if len(np.unique(images.labels)) < 2:
-        return None
-
-    def measure_classes() -> dict[str, float]:
-        figures = retrieval_metrics(
-            embedder.embed(encoder, images), images.labels, ks=(1,), with_nmi=False
-        )
-        return {name: figures[name] for name in ("precision_at_1", "map_at_r", "r_precision")}
-
-    return RetrievalValidation(measure_classes)
-
-
-def _loss(
-    config: TrainConfig, encoder: keras.Model, num_classes: int
-) -> tuple[keras.layers.Layer, keras.Model | None, list[keras.callbacks.Callback]]:
-    """The loss layer, the network it sees, and the callbacks it needs."""
-    if config.classification_baseline:
-        import keras
-
-        from training.classification import SoftmaxHead
-        from training.models import PROJECTION_LAYER
-
-        features = keras.Model(encoder.inputs, encoder.get_layer(PROJECTION_LAYER).output)
-        return SoftmaxHead(num_classes), features, []
-    from training.losses import build_loss, loss_callbacks
-
-    try:
-        loss_layer = build_loss(
-            config.loss,
-            num_classes=num_classes,
-            embedding_dim=config.encoder.embedding_dim,
-            margin=config.margin,
-            temperature=config.temperature,
-            mining=config.mining,
-            xbm_size=config.xbm_size,
-        )
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
-    return loss_layer, None, loss_callbacks(loss_layer, config.curriculum_epochs)
-
-
 def _provenance(
     config: TrainConfig,
     source: DataSource,
@@ -378,6 +269,7 @@ def _provenance(
             "class_transforms": list(parse_class_transforms(config.class_transforms)),
             "early_stopping_patience": config.early_stopping_patience,
             "seed": config.seed,
+            "ensemble": config.ensemble,
             "strategy": config.strategy,
             "replicas": config.replicas,
         },
