@@ -188,7 +188,7 @@ images' mean before normalising (0.664 against 0.672; centring on the unseen
 images themselves gave 0.686 but uses the test set), and whitening them (held-out
 images fell to 0.39-0.59).
 
-Reading the run of 2026-11-23 (04:56) below: the sweep's 128-d row is the table's
+Reading the run of 2026-11-23 (04:56) above: the sweep's 128-d row is the table's
 multi-similarity configuration run again (0.664 on unseen 5-9 against the
 table's 0.679, and 0.619 against 0.672 in the previous session's run), so a
 single model lands between about 0.62 and 0.69 on unseen 5-9 (raw pixels
