@@ -11,7 +11,7 @@ seeds (`--ensemble 3`: three times the budget, marked as such), an
 embedding-size sweep on the best loss, and the unlabeled mode (labels hidden)
 against raw pixels on near-duplicate retrieval.
 
-    .venv/bin/python -m benchmarks.quality                  # the full run, ~40 min on 2 cores
+    .venv/bin/python -m benchmarks.quality                  # the full run, 20-40 min on 2 cores
     .venv/bin/python -m benchmarks.quality --quick --sets digits --losses supcon
 
 Each run goes through `training.train.train`, the same path as

@@ -649,7 +649,13 @@ def targets(
             f"| {verdict(share >= 0.6)} |"
         )
     little = find(results, "lookalike", small, "/search", 1)
-    for name, setting in (("lookalike", "default efSearch 128"), (LOW_EF_NAME, LOW_EF_RECALL)):
+    from app.config import Settings
+
+    default_ef = Settings.model_fields["hnsw_ef_search"].default
+    for name, setting in (
+        ("lookalike", f"default efSearch {default_ef}"),
+        (LOW_EF_NAME, LOW_EF_RECALL),
+    ):
         big = find(results, name, f"{large} HNSW", "/search", 1)
         rows.append(
             f"| `/search` p50 at {large} (HNSW, {setting}) within 1.2x of {small} (flat), "
