@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         description="Score at which an upload counts as a copy of a catalogue item; unset = "
         "model.json's calibrated duplicate_threshold (else max(match_threshold, 0.95)).",
     )
+    decode_in_model: bool = Field(
+        True,
+        description=(
+            "Decode JPEG search uploads inside the encoder's TensorFlow call (pixels identical "
+            "to Pillow's, one GIL hand-off per batch); false decodes them with Pillow."
+        ),
+    )
     batch_max_size: int = Field(32, ge=1, description="Most images one encoder call embeds.")
     batch_max_wait_ms: float = Field(
         0.0,

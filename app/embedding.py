@@ -15,16 +15,20 @@ is decoded again at its own, larger size, so it is no smaller for this.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from app.batcher import MicroBatcher
 from app.catalog import Catalog, Hit
 from app.config import Settings
-from app.images import decode_image, sniff_format, thumbnail_bytes, to_model_input
+from app.images import decode_image, plan_jpeg, sniff_format, thumbnail_bytes, to_model_input
+from app.jpeg_batch import JpegPlan
 from app.model_bundle import ModelInfo
 from app.pipeline import (
     EmbedFn,
@@ -39,6 +43,9 @@ from app.pipeline import (
     job_size,
 )
 from app.regions import Box, crop
+
+if TYPE_CHECKING:
+    from app.encoder import Encoder
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,19 @@ class ImagePreparer:
             image = decode_image(data, max_pixels=self._max_pixels, draft_size=self._copy_draft)
         return PreparedImage(pixels=pixels, stored_copy=thumbnail_bytes(image, self._stored_side))
 
+    def plan(self, data: bytes) -> JpegPlan | None:
+        """How the encoder's graph decodes this upload to `prepare`'s pixels, if it can."""
+        return plan_jpeg(
+            data, max_pixels=self._max_pixels, draft_size=self._draft, size=self.model.image_size
+        )
+
+    def sample_plan(self) -> JpegPlan | None:
+        """A plan for a JPEG of the size uploads usually are, to warm up the encoder's graph."""
+        height, width = self.model.image_size
+        out = io.BytesIO()
+        Image.new("RGB", (8 * width, 8 * height), (128, 64, 32)).save(out, "JPEG")
+        return self.plan(out.getvalue())
+
     def prepare_stored_copy(self, stored: bytes) -> PreparedImage:
         """Model input from a kept copy, for re-embedding without the original upload."""
         image = decode_image(stored, max_pixels=self._max_pixels)
@@ -103,8 +123,10 @@ class ImageEmbedder:
         *,
         max_batch: int,
         max_wait_s: float,
+        plan_jpegs: bool = False,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
+        """`plan_jpegs`: `embed` takes JPEG plans, so JPEG searches are decoded inside it."""
         self.preparer = preparer
         self._pool = pool
         # The index's stage takes the queries waiting for it, as many as one
@@ -116,7 +138,7 @@ class ImageEmbedder:
             IndexStage(catalog), max_batch=max_batch, max_wait_s=0, name="index"
         )
         self._encoder: MicroBatcher[EncoderJob, Result] = MicroBatcher(
-            EncoderStage(preparer, embed, self._index, on_batch=on_batch),
+            EncoderStage(preparer, embed, self._index, plan_jpegs=plan_jpegs, on_batch=on_batch),
             max_batch=max_batch,
             max_wait_s=max_wait_s,
             size=job_size,
@@ -154,3 +176,11 @@ class ImageEmbedder:
         hits = await self._encoder.submit(SearchJob(data, options, box))
         assert isinstance(hits, list)
         return hits
+
+
+def warm_up_decoding(encoder: Encoder, preparer: ImagePreparer) -> None:
+    """Run the encoder's JPEG graph once at start-up, so the first search does not pay for it."""
+    plan = preparer.sample_plan() if encoder.decodes_jpegs else None
+    if plan is not None:
+        height, width = preparer.model.image_size
+        encoder.embed(np.zeros((0, height, width, 3), dtype=np.uint8), [plan])

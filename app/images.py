@@ -21,6 +21,8 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from app.errors import InvalidImage, LookalikeError, PayloadTooLarge, UnsupportedMediaType
+from app.jpeg_batch import RATIOS, JpegPlan
+from app.pillow_resample import resize_plan
 
 ACCEPTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 
@@ -177,6 +179,45 @@ def load_for_model(data: bytes, *, size: tuple[int, int], max_pixels: int) -> np
     height, width = size
     image = decode_image(data, max_pixels=max_pixels, draft_size=(width, height))
     return to_model_input(image, size)
+
+
+def plan_jpeg(
+    data: bytes, *, max_pixels: int, draft_size: tuple[int, int], size: tuple[int, int]
+) -> JpegPlan | None:
+    """How the encoder's graph can decode this upload to exactly `load_for_model`'s pixels.
+
+    Reads the header only. None for anything the graph does not reproduce
+    bit for bit (other formats, CMYK, multi-picture files, geometries Pillow
+    resizes its own way) and for anything Pillow would refuse (bombs, broken
+    headers): those take the Pillow path, which also raises their errors.
+    """
+    try:
+        if sniff_format(data) != "JPEG":
+            return None
+        image = Image.open(io.BytesIO(data), formats=["JPEG"])
+        width, height = image.size
+        if (
+            image.format != "JPEG"
+            or image.mode not in ("RGB", "L")
+            or min(width, height) < 1
+            or width * height > _pixel_limit(max_pixels)
+        ):
+            return None
+        orientation = _orientation(image)
+        _draft(image, draft_size)
+        scale = image.decoderconfig[0] if image.decoderconfig else 1
+    except Exception:
+        return None
+    width, height = image.size
+    if orientation in _ROTATES_90:
+        width, height = height, width
+    if not 1 <= orientation <= 8:
+        orientation = 1
+    out_height, out_width = size
+    resize = resize_plan((width, height), (out_width, out_height))
+    if resize is None or scale not in RATIOS:
+        return None
+    return JpegPlan(data=data, scale=scale, orientation=orientation, resize=resize)
 
 
 def _pixel_limit(max_pixels: int) -> int:

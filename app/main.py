@@ -20,7 +20,7 @@ from app.catalog import open_catalog
 from app.catalog_store import peek_meta
 from app.config import Settings
 from app.dependencies import AppState
-from app.embedding import ImageEmbedder, ImagePreparer
+from app.embedding import ImageEmbedder, ImagePreparer, warm_up_decoding
 from app.encoder import Encoder, serving_threads
 from app.errors import ModelDirectoryError, install_error_handlers
 from app.model_bundle import ModelInfo, read_model_info
@@ -78,19 +78,25 @@ def _build_state(settings: Settings, metrics: Metrics) -> AppState:
     catalog = open_catalog(settings, model_id=model.model_id, embedding_dim=model.embedding_dim)
     try:
         encoder = Encoder(
-            model, threads=serving_threads(threads), warmup_batch=settings.batch_max_size
+            model,
+            threads=serving_threads(threads),
+            warmup_batch=settings.batch_max_size,
+            decode_jpegs=settings.decode_in_model,
         )
+        preparer = ImagePreparer(model, settings)
+        warm_up_decoding(encoder, preparer)
     except BaseException:
         catalog.close()
         raise
     pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
     embedder = ImageEmbedder(
-        ImagePreparer(model, settings),
+        preparer,
         encoder.embed,
         catalog,
         pool,
         max_batch=settings.batch_max_size,
         max_wait_s=settings.batch_max_wait_ms / 1000,
+        plan_jpegs=encoder.decodes_jpegs,
         on_batch=metrics.embed_batch.observe,
     )
     metrics.watch_index_size(lambda: float(catalog.stats().count))

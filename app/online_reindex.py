@@ -20,7 +20,7 @@ from typing import Literal
 from starlette.concurrency import run_in_threadpool
 
 from app.dependencies import AppState
-from app.embedding import ImageEmbedder, ImagePreparer
+from app.embedding import ImageEmbedder, ImagePreparer, warm_up_decoding
 from app.encoder import Encoder
 from app.errors import FeatureUnavailable, InvalidField, LookalikeError, ReindexBusy
 from app.local_catalog import LocalCatalog
@@ -101,9 +101,11 @@ class OnlineReindex:
                 model,
                 threads=state.settings.thread_count,
                 warmup_batch=state.settings.batch_max_size,
+                decode_jpegs=state.settings.decode_in_model,
             )
         )
         preparer = ImagePreparer(model, state.settings)
+        await run_in_threadpool(warm_up_decoding, encoder, preparer)
         reindexer = await run_in_threadpool(Reindexer, catalog.store, model, encoder, preparer)
         status.total = await run_in_threadpool(reindexer.pending_count)
 
@@ -152,6 +154,7 @@ class OnlineReindex:
             state.pool,
             max_batch=state.settings.batch_max_size,
             max_wait_s=state.settings.batch_max_wait_ms / 1000,
+            plan_jpegs=encoder.decodes_jpegs,
             on_batch=state.metrics.embed_batch.observe,
         )
         await embedder.start()

@@ -4,8 +4,9 @@ The event loop hands a search over once (app/batcher.py) and gets its hits
 back; it never moves the request between a decode pool, the encoder and a
 search thread itself.
 
-1. The encoder's stage decodes every upload of its batch, embeds all images in
-   one model call, and forwards each search's vector to
+1. The encoder's stage embeds every image of its batch in one model call (JPEG
+   searches are decoded inside that call, app/jpeg_batch.py; other uploads with
+   Pillow just before it), and forwards each search's vector to
 2. the index's stage, which runs one `Catalog.search` per set of search options
    over every vector waiting for it.
 
@@ -30,12 +31,14 @@ import numpy as np
 
 from app.batcher import Forward, MicroBatcher
 from app.catalog import Catalog, Hit, MetadataFilter
+from app.jpeg_batch import JpegPlan
 from app.regions import Box
 
 if TYPE_CHECKING:
     from app.embedding import ImagePreparer
 
-EmbedFn = Callable[[np.ndarray], np.ndarray]
+# Pixels [N, H, W, 3] and JPEG plans (M) -> embeddings [N + M, D], in that order.
+EmbedFn = Callable[[np.ndarray, Sequence[JpegPlan]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def job_size(job: EncoderJob) -> int:
 
 
 class EncoderStage:
-    """Decode the batch's uploads, embed every image in one model call, forward the searches."""
+    """Embed every image of the batch in one model call, then forward the searches."""
 
     def __init__(
         self,
@@ -96,19 +99,53 @@ class EncoderStage:
         embed: EmbedFn,
         index_stage: MicroBatcher[Query, list[Hit]],
         *,
+        plan_jpegs: bool = False,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._preparer = preparer
         self._embed = embed
         self._index_stage = index_stage
+        self._plan_jpegs = plan_jpegs
         self._on_batch = on_batch
 
     def __call__(self, jobs: Sequence[EncoderJob]) -> list[Any]:
         outcomes: list[Any] = [None] * len(jobs)
+        planned: list[tuple[int, JpegPlan]] = []
+        for i, job in enumerate(jobs):
+            if self._plan_jpegs and isinstance(job, SearchJob) and job.box is None:
+                plan = self._preparer.plan(job.data)
+                if plan is not None:
+                    planned.append((i, plan))
+        try:
+            rows = self._embed_batch(jobs, outcomes, planned)
+        except Exception:
+            if not planned:
+                raise
+            # A JPEG whose header passed but whose data libjpeg refused fails the
+            # whole call; Pillow decodes the batch instead and names the upload at fault.
+            rows = self._embed_batch(jobs, outcomes, [])
+        for i, vector in rows.items():
+            job = jobs[i]
+            if isinstance(job, EmbedJob):
+                outcomes[i] = vector
+            else:
+                outcomes[i] = Forward(self._index_stage, Query(vector, job.options))
+        return outcomes
+
+    def _embed_batch(
+        self,
+        jobs: Sequence[EncoderJob],
+        outcomes: list[Any],
+        planned: list[tuple[int, JpegPlan]],
+    ) -> dict[int, np.ndarray]:
+        """Rows per embedded job (an embed job [n, D], a search [D]); failures go to `outcomes`."""
+        in_graph = {i for i, _ in planned}
         images: list[np.ndarray] = []
-        rows: list[tuple[int, int]] = []  # (job, first row of its images)
+        decoded: list[tuple[int, int]] = []  # (job, its first row)
         row = 0
         for i, job in enumerate(jobs):
+            if i in in_graph:
+                continue
             if isinstance(job, EmbedJob):
                 pixels = job.images
             else:
@@ -118,25 +155,33 @@ class EncoderStage:
                     outcomes[i] = exc
                     continue
             images.append(pixels)
-            rows.append((i, row))
+            decoded.append((i, row))
             row += len(pixels)
-        if not images:
-            return outcomes
+        if not images and not planned:
+            return {}
+        height, width = self._preparer.model.image_size
+        pixels = np.concatenate(images) if images else np.zeros((0, height, width, 3), np.uint8)
         try:
-            vectors = self._embed(np.concatenate(images))
+            vectors = self._embed(pixels, [plan for _, plan in planned])
         except Exception as exc:
-            for i, _ in rows:
+            if planned:
+                raise
+            for i, _ in decoded:
                 outcomes[i] = exc
-            return outcomes
+            return {}
         if self._on_batch is not None:
             self._on_batch(len(vectors))
-        for i, first in rows:
+        rows: dict[int, np.ndarray] = {}
+        for i, first in decoded:
             job = jobs[i]
-            if isinstance(job, EmbedJob):
-                outcomes[i] = vectors[first : first + len(job.images)]
-            else:
-                outcomes[i] = Forward(self._index_stage, Query(vectors[first], job.options))
-        return outcomes
+            rows[i] = (
+                vectors[first : first + len(job.images)]
+                if isinstance(job, EmbedJob)
+                else vectors[first]
+            )
+        for offset, (i, _) in enumerate(planned):
+            rows[i] = vectors[row + offset]
+        return rows
 
 
 class IndexStage:

@@ -289,3 +289,28 @@ def test_concurrent_searches_share_one_encoder_call_and_get_their_own_results(
     assert responses[5].status_code == 415
     assert images_after - images_before == 5
     assert calls_after - calls_before < 5, "concurrent searches were embedded one by one"
+
+
+def test_jpeg_searches_decoded_in_the_model_call_answer_as_pillow_decoded_ones(
+    make_settings,
+) -> None:
+    """decode_in_model changes where a JPEG search is decoded, never what it finds."""
+    from tests.test_jpeg_batch import CASES
+
+    names = ["photo 1/4 scale", "greyscale", "EXIF orientation 6", "smaller than the model"]
+    answers = []
+    for in_model in (True, False):
+        with TestClient(create_app(make_settings(decode_in_model=in_model))) as c:
+            for n, name in enumerate(names):
+                r = c.post("/index", files={"file": ("i.jpg", CASES[name])}, data={"id": f"j{n}"})
+                assert r.status_code == 200, r.text
+            found = []
+            for n, name in enumerate(names):
+                r = c.post("/search", files={"file": ("q.jpg", CASES[name])}, data={"k": "4"})
+                assert r.status_code == 200, r.text
+                results = r.json()["results"]
+                assert results[0]["id"] == f"j{n}"
+                assert results[0]["score"] == pytest.approx(1.0, abs=1e-6)
+                found.append([(h["id"], h["score"]) for h in results])
+            answers.append(found)
+    assert answers[0] == answers[1]
