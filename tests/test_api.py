@@ -314,3 +314,30 @@ def test_jpeg_searches_decoded_in_the_model_call_answer_as_pillow_decoded_ones(
                 found.append([(h["id"], h["score"]) for h in results])
             answers.append(found)
     assert answers[0] == answers[1]
+
+
+def test_search_fields_are_validated_like_any_form_and_documented(client: TestClient) -> None:
+    """/search reads its body in one pass (app/routes/form_body.py); nothing about it shows."""
+    image = ("q.png", image_bytes(1), "image/png")
+    r = client.post("/search", files={"file": image}, data={"k": "many", "min_score": "2"})
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert "k: Input should be a valid integer" in message
+    assert "min_score: Input should be less than or equal to 1" in message
+    r = client.post("/search", data={"k": "3"})
+    assert r.status_code == 422
+    assert r.json()["error"]["message"] == "file: Field required"
+    r = client.post("/search", files={"file": image, "k": ("k.txt", b"3", "text/plain")})
+    assert r.status_code == 422
+    assert "k: Input should be a text field" in r.json()["error"]["message"]
+    r = client.post("/search", files={"file": image}, data={"k": "2", "unknown": "ignored"})
+    assert r.status_code == 200, r.text
+    assert r.json()["k"] == 2
+
+    body = client.get("/openapi.json").json()["paths"]["/search"]["post"]["requestBody"]
+    schema = body["content"]["multipart/form-data"]["schema"]
+    assert schema["required"] == ["file"]
+    assert schema["properties"]["file"]["format"] == "binary"
+    assert schema["properties"]["k"]["minimum"] == 1
+    assert schema["properties"]["k"]["maximum"] == 100
+    assert set(schema["properties"]) == {"file", "k", "min_score", "filter", "group_by", "box"}
