@@ -124,9 +124,12 @@ class ImageEmbedder:
         max_batch: int,
         max_wait_s: float,
         plan_jpegs: bool = False,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
-        """`plan_jpegs`: `embed` takes JPEG plans, so JPEG searches are decoded inside it."""
+        """`plan_jpegs`: `embed` takes JPEG plans, so JPEG searches are decoded inside it.
+
+        `on_batch(images, decoded_in_model)` is told the size of each model call.
+        """
         self.preparer = preparer
         self._pool = pool
         # The index's stage takes the queries waiting for it, as many as one

@@ -97,7 +97,7 @@ def _build_state(settings: Settings, metrics: Metrics) -> AppState:
         max_batch=settings.batch_max_size,
         max_wait_s=settings.batch_max_wait_ms / 1000,
         plan_jpegs=encoder.decodes_jpegs,
-        on_batch=metrics.embed_batch.observe,
+        on_batch=metrics.observe_embed_batch,
     )
     metrics.watch_index_size(lambda: float(catalog.stats().count))
     return AppState(

@@ -155,7 +155,7 @@ class OnlineReindex:
             max_batch=state.settings.batch_max_size,
             max_wait_s=state.settings.batch_max_wait_ms / 1000,
             plan_jpegs=encoder.decodes_jpegs,
-            on_batch=state.metrics.embed_batch.observe,
+            on_batch=state.metrics.observe_embed_batch,
         )
         await embedder.start()
         state.model, state.encoder, state.embedder = model, encoder, embedder

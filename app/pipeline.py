@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class EncoderStage:
         index_stage: MicroBatcher[Query, list[Hit]],
         *,
         plan_jpegs: bool = False,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
         self._preparer = preparer
         self._embed = embed
@@ -111,9 +111,13 @@ class EncoderStage:
     def __call__(self, jobs: Sequence[EncoderJob]) -> list[Any]:
         outcomes: list[Any] = [None] * len(jobs)
         planned: list[tuple[int, JpegPlan]] = []
-        for i, job in enumerate(jobs):
-            if self._plan_jpegs and isinstance(job, SearchJob) and job.box is None:
-                plan = self._preparer.plan(job.data)
+        searches = [i for i, job in enumerate(jobs) if isinstance(job, SearchJob) and not job.box]
+        # A lone search is decoded faster by Pillow (~0.6 ms less than the
+        # graph's per-call overhead); with nobody else waiting there is no GIL
+        # to contend for. Either way the pixels are the same.
+        if self._plan_jpegs and len(searches) > 1:
+            for i in searches:
+                plan = self._preparer.plan(cast(SearchJob, jobs[i]).data)
                 if plan is not None:
                     planned.append((i, plan))
         try:
@@ -170,7 +174,7 @@ class EncoderStage:
                 outcomes[i] = exc
             return {}
         if self._on_batch is not None:
-            self._on_batch(len(vectors))
+            self._on_batch(len(vectors), len(planned))
         rows: dict[int, np.ndarray] = {}
         for i, first in decoded:
             job = jobs[i]

@@ -294,26 +294,46 @@ def test_concurrent_searches_share_one_encoder_call_and_get_their_own_results(
 def test_jpeg_searches_decoded_in_the_model_call_answer_as_pillow_decoded_ones(
     make_settings,
 ) -> None:
-    """decode_in_model changes where a JPEG search is decoded, never what it finds."""
+    """decode_in_model changes where a batch of JPEG searches is decoded, never what it finds."""
     from tests.test_jpeg_batch import CASES
 
     names = ["photo 1/4 scale", "greyscale", "EXIF orientation 6", "smaller than the model"]
     answers = []
     for in_model in (True, False):
-        with TestClient(create_app(make_settings(decode_in_model=in_model))) as c:
-            for n, name in enumerate(names):
-                r = c.post("/index", files={"file": ("i.jpg", CASES[name])}, data={"id": f"j{n}"})
-                assert r.status_code == 200, r.text
+        # The searches meet in one encoder call (a lone search is always decoded by Pillow).
+        settings = make_settings(
+            decode_in_model=in_model, batch_max_wait_ms=2000, batch_max_size=len(names)
+        )
+        with TestClient(create_app(settings)) as c:
+            files = [("file", (f"{n}.jpg", CASES[name])) for n, name in enumerate(names)]
+            ids = [f"j{n}" for n in range(len(names))]
+            r = c.post("/index", files=files, data={"id": ids})  # one encoder call
+            assert r.status_code == 200, r.text
+
+            def one(name: str, c: TestClient = c):
+                return c.post("/search", files={"file": ("q.jpg", CASES[name])}, data={"k": "4"})
+
+            with ThreadPoolExecutor(len(names)) as pool:
+                responses = list(pool.map(one, names))
             found = []
-            for n, name in enumerate(names):
-                r = c.post("/search", files={"file": ("q.jpg", CASES[name])}, data={"k": "4"})
+            for n, r in enumerate(responses):
                 assert r.status_code == 200, r.text
                 results = r.json()["results"]
                 assert results[0]["id"] == f"j{n}"
                 assert results[0]["score"] == pytest.approx(1.0, abs=1e-6)
                 found.append([(h["id"], h["score"]) for h in results])
             answers.append(found)
+            metrics = c.get("/metrics").text
+            decoded = _metric(metrics, "lookalike_decoded_in_model_images_total")
+            assert decoded == (len(names) if in_model else 0)
     assert answers[0] == answers[1]
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def test_search_fields_are_validated_like_any_form_and_documented(client: TestClient) -> None:

@@ -204,3 +204,27 @@ def test_planned_and_pillow_decoded_searches_embed_identically(
     pixels = np.stack([preparer.prepare(data).pixels for data in datas])
     in_graph = encoder.embed(pixels[:0], plans)  # type: ignore[arg-type]
     np.testing.assert_array_equal(in_graph, encoder.embed(pixels))
+
+
+def test_a_lone_search_is_decoded_by_pillow_and_two_in_the_graph(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    model = read_model_info(model_dir)
+    encoder = Encoder(model, threads=1, decode_jpegs=True)
+    preparer = ImagePreparer(model, Settings(_env_file=None, data_dir=tmp_path))
+    calls: list[tuple[int, int]] = []
+    index_stage: MicroBatcher[Any, Any] = MicroBatcher(lambda jobs: [], max_batch=1, max_wait_s=0)
+    stage = EncoderStage(
+        preparer,
+        encoder.embed,
+        index_stage,
+        plan_jpegs=True,
+        on_batch=lambda images, in_model: calls.append((images, in_model)),
+    )
+    search = SearchJob(jpeg(64, 64), SearchOptions(3))
+    lone = stage([search])
+    pair = stage([search, search])
+    assert calls == [(1, 0), (2, 2)]
+    assert isinstance(lone[0], Forward)
+    assert isinstance(pair[1], Forward)
+    np.testing.assert_array_equal(lone[0].job.vector, pair[1].job.vector)
