@@ -87,6 +87,23 @@ def preparer(tmp_path_factory: pytest.TempPathFactory) -> ImagePreparer:
 
 
 @pytest.fixture(scope="module")
+def tiny(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Encoder, ImagePreparer]:
+    """The tiny test model's encoder, with the JPEG graph, and its preparer."""
+    model = read_model_info(model_dir)
+    settings = Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("tiny"))
+    return Encoder(model, threads=1, decode_jpegs=True), ImagePreparer(model, settings)
+
+
+def encoder_stage(tiny: tuple[Encoder, ImagePreparer], on_batch: Any = None) -> EncoderStage:
+    """An encoder stage whose searches are forwarded nowhere (the Forward is the answer)."""
+    encoder, preparer = tiny
+    index_stage: MicroBatcher[Any, Any] = MicroBatcher(lambda jobs: [], max_batch=1, max_wait_s=0)
+    return EncoderStage(preparer, encoder.embed, index_stage, plan_jpegs=True, on_batch=on_batch)
+
+
+@pytest.fixture(scope="module")
 def decode_graph() -> Any:
     tf = import_tensorflow(2)
     return tf.function(graph_decoder(tf, SIZE), input_signature=input_signature(tf, SIZE))
@@ -173,16 +190,15 @@ def test_no_plan_where_the_probes_cannot_tell_the_pass_orders_apart() -> None:
     assert resize_plan((1, 3), (2, 1)) is None
 
 
-def test_a_jpeg_libjpeg_refuses_fails_only_its_own_search(model_dir: Path, tmp_path: Path) -> None:
+def test_a_jpeg_libjpeg_refuses_fails_only_its_own_search(
+    tiny: tuple[Encoder, ImagePreparer],
+) -> None:
     """The graph call fails for the batch; Pillow then decodes it and names the bad upload."""
-    model = read_model_info(model_dir)
-    encoder = Encoder(model, threads=1, decode_jpegs=True)
-    preparer = ImagePreparer(model, Settings(_env_file=None, data_dir=tmp_path))
+    encoder, preparer = tiny
     good = jpeg(64, 64, seed=1)
     broken = good[: len(good) // 2]  # the header is whole, the scan is cut off
     assert preparer.plan(broken) is not None
-    index_stage: MicroBatcher[Any, Any] = MicroBatcher(lambda jobs: [], max_batch=1, max_wait_s=0)
-    stage = EncoderStage(preparer, encoder.embed, index_stage, plan_jpegs=True)
+    stage = encoder_stage(tiny)
     pixels = preparer.prepare(jpeg(40, 40, seed=2)).pixels[None]
     outcomes = stage([SearchJob(broken, SearchOptions(3)), SearchJob(good, SearchOptions(3)),
                       EmbedJob(pixels)])  # fmt: skip
@@ -194,11 +210,9 @@ def test_a_jpeg_libjpeg_refuses_fails_only_its_own_search(model_dir: Path, tmp_p
 
 
 def test_planned_and_pillow_decoded_searches_embed_identically(
-    model_dir: Path, tmp_path: Path
+    tiny: tuple[Encoder, ImagePreparer],
 ) -> None:
-    model = read_model_info(model_dir)
-    encoder = Encoder(model, threads=1, decode_jpegs=True)
-    preparer = ImagePreparer(model, Settings(_env_file=None, data_dir=tmp_path))
+    encoder, preparer = tiny
     datas = [CASES["photo 1/4 scale"], CASES["EXIF orientation 6"], CASES["greyscale"]]
     plans = [preparer.plan(data) for data in datas]
     pixels = np.stack([preparer.prepare(data).pixels for data in datas])
@@ -207,20 +221,10 @@ def test_planned_and_pillow_decoded_searches_embed_identically(
 
 
 def test_a_lone_search_is_decoded_by_pillow_and_two_in_the_graph(
-    model_dir: Path, tmp_path: Path
+    tiny: tuple[Encoder, ImagePreparer],
 ) -> None:
-    model = read_model_info(model_dir)
-    encoder = Encoder(model, threads=1, decode_jpegs=True)
-    preparer = ImagePreparer(model, Settings(_env_file=None, data_dir=tmp_path))
     calls: list[tuple[int, int]] = []
-    index_stage: MicroBatcher[Any, Any] = MicroBatcher(lambda jobs: [], max_batch=1, max_wait_s=0)
-    stage = EncoderStage(
-        preparer,
-        encoder.embed,
-        index_stage,
-        plan_jpegs=True,
-        on_batch=lambda images, in_model: calls.append((images, in_model)),
-    )
+    stage = encoder_stage(tiny, lambda images, in_model: calls.append((images, in_model)))
     search = SearchJob(jpeg(64, 64), SearchOptions(3))
     lone = stage([search])
     pair = stage([search, search])
