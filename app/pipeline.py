@@ -111,8 +111,10 @@ class EncoderStage:
     def __call__(self, jobs: Sequence[EncoderJob]) -> list[Any]:
         outcomes: list[Any] = [None] * len(jobs)
         planned: list[tuple[int, JpegPlan]] = []
-        searches = [i for i, job in enumerate(jobs) if isinstance(job, SearchJob) and not job.box]
-        # A lone search is decoded faster by Pillow (~0.6 ms less than the
+        searches = [
+            i for i, job in enumerate(jobs) if isinstance(job, SearchJob) and job.box is None
+        ]
+        # A lone search is decoded faster by Pillow (~0.8 ms at one client: the
         # graph's per-call overhead); with nobody else waiting there is no GIL
         # to contend for. Either way the pixels are the same.
         if self._plan_jpegs and len(searches) > 1:
