@@ -184,12 +184,14 @@ def load_for_model(data: bytes, *, size: tuple[int, int], max_pixels: int) -> np
 def plan_jpeg(
     data: bytes, *, max_pixels: int, draft_size: tuple[int, int], size: tuple[int, int]
 ) -> JpegPlan | None:
-    """How the encoder's graph can decode this upload to exactly `load_for_model`'s pixels.
+    """How the encoder's graph decodes this upload to exactly the Pillow path's pixels.
 
-    Reads the header only. None for anything the graph does not reproduce
-    bit for bit (other formats, CMYK, multi-picture files, geometries Pillow
-    resizes its own way) and for anything Pillow would refuse (bombs, broken
-    headers): those take the Pillow path, which also raises their errors.
+    The Pillow path being `decode_image(data, draft_size=draft_size)` then
+    `to_model_input(..., size)`. Reads the header only. None for anything the
+    graph does not reproduce bit for bit (other formats, CMYK, multi-picture
+    files, geometries Pillow resizes its own way) and for anything Pillow would
+    refuse (bombs, broken headers): those take the Pillow path, which also
+    raises their errors.
     """
     try:
         if sniff_format(data) != "JPEG":
