@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from app.errors import InvalidImage, LookalikeError, PayloadTooLarge, UnsupportedMediaType
 from app.jpeg_batch import RATIOS, JpegPlan
@@ -110,12 +110,7 @@ def decode_image(
     fmt = sniff_format(data)
     limit = _pixel_limit(max_pixels)
     try:
-        image = _open(data, fmt)
-        width, height = image.size
-        if width < 1 or height < 1:
-            raise InvalidImage(f"{fmt} header gives an empty image ({width}x{height})")
-        if width * height > limit:
-            raise PayloadTooLarge(_too_many_pixels(width, height, limit))
+        image = _open_within_limit(data, fmt, limit)
         if draft_size is not None and fmt == "JPEG":
             _draft(image, draft_size)
         image.load()
@@ -196,14 +191,10 @@ def plan_jpeg(
     try:
         if sniff_format(data) != "JPEG":
             return None
-        image = Image.open(io.BytesIO(data), formats=["JPEG"])
-        width, height = image.size
-        if (
-            image.format != "JPEG"
-            or image.mode not in ("RGB", "L")
-            or min(width, height) < 1
-            or width * height > _pixel_limit(max_pixels)
-        ):
+        image = _open_within_limit(data, "JPEG", _pixel_limit(max_pixels))
+        if not isinstance(image, ImageFile.ImageFile) or image.format != "JPEG":
+            return None
+        if image.mode not in ("RGB", "L"):
             return None
         orientation = _orientation(image)
         _draft(image, draft_size)
@@ -236,6 +227,17 @@ def _open(data: bytes, fmt: str) -> Image.Image:
         return Image.open(io.BytesIO(data), formats=[fmt])
     except UnidentifiedImageError as exc:
         raise InvalidImage(f"not a readable {fmt} image: the header is corrupt") from exc
+
+
+def _open_within_limit(data: bytes, fmt: str, limit: int) -> Image.Image:
+    """The opened (not decoded) image, refused when its header is empty or over the limit."""
+    image = _open(data, fmt)
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InvalidImage(f"{fmt} header gives an empty image ({width}x{height})")
+    if width * height > limit:
+        raise PayloadTooLarge(_too_many_pixels(width, height, limit))
+    return image
 
 
 def _draft(image: Image.Image, draft_size: tuple[int, int]) -> None:
