@@ -28,6 +28,7 @@ from app.observability import Metrics, ObservabilityMiddleware
 from app.online_reindex import OnlineReindex
 from app.request_limits import BodyLimitMiddleware
 from app.routes import admin, duplicates, health, index, page, products, search
+from app.vector_index import limit_blas_threads
 
 log = logging.getLogger("lookalike")
 
@@ -71,9 +72,10 @@ def serving_model(settings: Settings) -> ModelInfo:
 
 def _build_state(settings: Settings, metrics: Metrics) -> AppState:
     # FAISS threads are set per call by the index (app/vector_index.py); TensorFlow
-    # gets half the cores (app/encoder.py); the pool decodes /index and /similarity
-    # uploads (searches decode on the encoder's thread, app/pipeline.py).
+    # and numpy's BLAS get half the cores (app/encoder.py); the pool decodes /index
+    # and /similarity uploads (searches decode on the encoder's thread, app/pipeline.py).
     threads = settings.thread_count
+    limit_blas_threads(serving_threads(threads))
     model = serving_model(settings)
     catalog = open_catalog(settings, model_id=model.model_id, embedding_dim=model.embedding_dim)
     try:
