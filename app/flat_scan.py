@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# Vectors multiplied per BLAS call: bounds the score block (rows x queries
-# floats) to a few MB, whatever the catalogue's size.
-BLOCK_ROWS = 65536
+# Scores computed per BLAS call (a block of vectors x every query): 4 MB,
+# whatever the catalogue's size and the batch's.
+_BLOCK_SCORES = 1 << 20
 
-# Candidates kept per query are about k x the sample's stride; this many in all.
+# Candidates kept per query are about k x the sample's stride.
 _CANDIDATES_PER_QUERY = 512
 _MAX_STRIDE = 32
 
@@ -37,43 +37,72 @@ def batched_top_k(
     pads them. Ties are broken by the lower row number.
     """
     n, nq = len(vectors), len(queries)
-    scores_out = np.full((nq, k), -np.inf, dtype=np.float32)
-    rows_out = np.full((nq, k), -1, dtype=np.int64)
     if n == 0 or nq == 0 or k <= 0:
-        return scores_out, rows_out
+        return _padding(nq, k)
     by_query = np.ascontiguousarray(queries.T, dtype=np.float32)
     stride = max(1, min(_MAX_STRIDE, _CANDIDATES_PER_QUERY // k))
-    floor: np.ndarray | None = None
-    lowest = np.float32(-np.inf)
+    block_rows = max(1, _BLOCK_SCORES // nq)
+    expected = nq * k * stride
+    # More candidates than this and the thresholds are raised to the k-th best
+    # kept so far: an unlucky sample (vectors stored worst match first) costs
+    # a few selections, not memory for every score.
+    budget = max(_BLOCK_SCORES // 8, 4 * expected)
+    floor = np.full(nq, -np.inf, dtype=np.float32)
     kept_scores: list[np.ndarray] = []
     kept_cells: list[np.ndarray] = []
-    for start in range(0, n, BLOCK_ROWS):
-        block = vectors[start : start + BLOCK_ROWS] @ by_query  # [rows, nq]
-        if floor is None:
+    kept = 0
+    for start in range(0, n, block_rows):
+        block = vectors[start : start + block_rows] @ by_query  # [rows, nq]
+        if start == 0:
             sample = block[::stride]
             if len(sample) >= k:
                 floor = np.partition(sample, len(sample) - k, axis=0)[len(sample) - k]
-            else:
-                floor = np.full(nq, -np.inf, dtype=np.float32)
-            lowest = floor.min()
         cells = block.ravel()
-        hit = np.flatnonzero(cells >= lowest)
+        # One scalar compare against the lowest threshold is far cheaper than
+        # each query's own, unless one query's low threshold lets in too much.
+        hit = np.flatnonzero(cells >= floor.min())
+        if len(hit) > 2 * expected:
+            hit = np.flatnonzero(block >= floor)
         kept_scores.append(cells[hit])
         kept_cells.append(hit + start * nq)
-    assert floor is not None
+        kept += len(hit)
+        if kept > budget:
+            best_scores, best_rows = _select(kept_scores, kept_cells, nq, k, floor)
+            floor = np.maximum(floor, best_scores[:, -1])
+            real = best_rows >= 0
+            kept_scores = [best_scores[real]]
+            kept_cells = [(best_rows * nq + np.arange(nq)[:, None])[real]]
+            kept = len(kept_cells[0])
+    return _select(kept_scores, kept_cells, nq, k, floor)
+
+
+def _select(
+    kept_scores: list[np.ndarray],
+    kept_cells: list[np.ndarray],
+    nq: int,
+    k: int,
+    floor: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best k among the kept (score, row x nq + query) cells."""
     scores = np.concatenate(kept_scores)
     rows, query = np.divmod(np.concatenate(kept_cells), nq)
-    # One threshold for all queries was used above (a cheap scalar compare);
-    # each query's own threshold now drops the rest.
     own = scores >= floor[query]
     scores, rows, query = scores[own], rows[own], query[own]
     order = np.lexsort((rows, -scores, query))
     scores, rows, query = scores[order], rows[order], query[order]
     counts = np.bincount(query, minlength=nq)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    scores_out, rows_out = _padding(nq, k)
     for q in range(nq):
         take = min(int(counts[q]), k)
         first = int(starts[q])
         scores_out[q, :take] = scores[first : first + take]
         rows_out[q, :take] = rows[first : first + take]
     return scores_out, rows_out
+
+
+def _padding(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.full((nq, max(k, 0)), -np.inf, dtype=np.float32),
+        np.full((nq, max(k, 0)), -1, dtype=np.int64),
+    )
