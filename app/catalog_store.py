@@ -260,15 +260,23 @@ class CatalogStore:
         return bytes(rows[0][0]) if rows else None
 
     def describe(self, keys: Sequence[int]) -> dict[int, tuple[str, Metadata, str | None]]:
-        """id, metadata and product of each key, for turning index hits into results."""
+        """id, metadata and product of each key, for turning index hits into results.
+
+        One statement that returns one row: the sqlite3 module lets the GIL go
+        around every step, and on the index's thread, with the event loop
+        busy, taking it back once per result row cost more than the query.
+        """
         if not keys:
             return {}
-        marks = ",".join("?" * len(keys))
         rows = self.rows(
-            f"SELECT key, id, metadata, product_id FROM items WHERE key IN ({marks})",
-            [int(k) for k in keys],
+            "SELECT json_group_array(json_array(key, id, metadata, product_id)) FROM items "
+            "WHERE key IN (SELECT value FROM json_each(?))",
+            [json.dumps([int(k) for k in keys])],
         )
-        return {int(r[0]): (r[1], json.loads(r[2]), r[3]) for r in rows}
+        return {
+            int(key): (item_id, json.loads(metadata), product_id)
+            for key, item_id, metadata, product_id in json.loads(rows[0][0])
+        }
 
     def keys_of(self, item_ids: Sequence[str]) -> list[int]:
         if not item_ids:
