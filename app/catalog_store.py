@@ -263,8 +263,10 @@ class CatalogStore:
         """id, metadata and product of each key, for turning index hits into results.
 
         One statement that returns one row: the sqlite3 module lets the GIL go
-        around every step, and on the index's thread, with the event loop
-        busy, taking it back once per result row cost more than the query.
+        around every step, and on the index's thread, with another thread busy
+        in Python, each step waited up to a switch interval (5 ms) to take it
+        back. 80 keys beside a thread spinning in Python: 15 ms against 193 ms
+        a row at a time (206 against 263 us alone).
         """
         if not keys:
             return {}
