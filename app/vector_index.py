@@ -31,15 +31,13 @@ faiss: Any = _faiss
 # Bulk work (rebuilds, batched searches) still gets every configured thread.
 PARALLEL_FROM = 64
 
-# A flat index this large (in floats: 8 MB) answers an unfiltered call of
-# BATCHED_SCAN_FROM to PARALLEL_FROM queries by multiplying the batch by its
-# vectors in one pass (app/flat_scan.py) rather than letting FAISS read them
-# once per query. One core, 8 queries: 3.2 against 5.7 ms at 100k x 64, 122
-# against 178 ms at 1M x 128; even at 4 it is no slower. Smaller catalogues stay
-# in the caches between queries and FAISS is ahead at every batch size (0.55
-# against 0.34 ms for 8 at 10k x 64). Bulk calls keep FAISS on every core.
+# From this many queries in one unfiltered call, the flat index multiplies the
+# batch by its vectors in one pass (app/flat_scan.py) rather than letting FAISS
+# read them once per query. One core, 8 queries: 4.1 against 7.4 ms at 100k x
+# 64, 0.45 against 0.78 ms at 10k x 64, 145 against 211 ms at 1M x 128; at 4
+# queries about even (2.9 against 3.1 ms at 100k). Bulk calls (PARALLEL_FROM
+# and up) keep FAISS on every core.
 BATCHED_SCAN_FROM = 4
-BATCHED_SCAN_MIN_FLOATS = 2 << 20
 
 
 def limit_blas_threads(threads: int) -> None:
@@ -156,11 +154,7 @@ class FlatIndex(VectorIndex):
             if not len(allowed):
                 return _empty(len(queries), k)
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-        if (
-            params is None
-            and BATCHED_SCAN_FROM <= len(queries) < PARALLEL_FROM
-            and len(self) * self.dim >= BATCHED_SCAN_MIN_FLOATS
-        ):
+        if params is None and BATCHED_SCAN_FROM <= len(queries) < PARALLEL_FROM:
             return self._batched_search(queries, k)
         self._use_threads(len(queries))
         scores, keys = self._index.search(queries, k, params=params)
@@ -168,6 +162,8 @@ class FlatIndex(VectorIndex):
 
     def _batched_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = int(self._index.ntotal)
+        if not n:
+            return _empty(len(queries), k)
         flat = faiss.downcast_index(self._index.index)
         # Views of FAISS's own arrays, valid while the caller holds the index
         # (the catalogue's read lock): no copy of the vectors per search.
