@@ -163,14 +163,27 @@ def test_projection_answers_hover_click_and_legend_offline(report: Path) -> None
             tab.goto((report / "index.html").as_uri())
             dots = tab.locator("#scatter circle")
             assert dots.count() == SUBSET
-            dots.nth(0).hover()
+            # Dots may overlap, and a pointer reaches the topmost: use dots that
+            # are on top at their own centre (which ones depends on the training).
+            free = tab.evaluate(
+                """() => Array.from(document.querySelectorAll("#scatter circle"))
+                .map((c, i) => [c, i])
+                .filter(([c]) => {
+                  const r = c.getBoundingClientRect();
+                  return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === c;
+                })
+                .map(([, i]) => i)"""
+            )
+            assert len(free) >= 3
+            first, second, third = (dots.nth(i) for i in free[:3])
+            first.hover()
             assert (tab.locator("#info-img").get_attribute("src") or "").startswith(
                 "data:image/png"
             )
             assert tab.locator("#info-text").inner_text().startswith("class ")
-            dots.nth(1).click()
+            second.click()
             pinned = tab.locator("#info-text").inner_text()
-            dots.nth(2).hover()
+            third.hover()
             assert tab.locator("#info-text").inner_text() == pinned  # a click pins it
             tab.locator("#legend li").first.click()
             dimmed = tab.locator("#scatter circle.dim").count()
