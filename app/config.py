@@ -86,7 +86,10 @@ class Settings(BaseSettings):
         ),
     )
     threads: int = Field(
-        0, ge=0, description="Threads for TensorFlow, FAISS and decoding; 0 = the cores present."
+        0,
+        ge=0,
+        description="Threads for TensorFlow, FAISS, numpy's BLAS and decoding; "
+        "0 = the cores present.",
     )
     log_format: Literal["plain", "json"] = Field("plain", description="Access-log line format.")
     log_level: str = Field("INFO", description="Python log level of the service's loggers.")
