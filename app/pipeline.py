@@ -14,7 +14,7 @@ The stages overlap: the model embeds the next batch while the index answers
 this one. The index's stage gathers whatever the encoder forwarded while it
 was busy, and batching pays off there as much as in the model: a flat index
 reads its vectors once for all the queries of a call (app/flat_scan.py; at
-100k x 64 on one core, 16 queries together cost about what 6 cost one by one).
+100k x 64 on one core, 16 queries together cost about what 4-5 cost one by one).
 
 Embed jobs (`/index`, `/similarity`) bring their own decoded pixels and share
 the model calls.
