@@ -154,9 +154,11 @@ class FlatIndex(VectorIndex):
             if not len(allowed):
                 return _empty(len(queries), k)
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+        # Before the batched scan too: its heap updates are an OpenMP loop, and a
+        # team left at the default size spins on the other core after each batch.
+        self._use_threads(len(queries))
         if params is None and BATCHED_SCAN_FROM <= len(queries) < PARALLEL_FROM:
             return self._batched_search(queries, k)
-        self._use_threads(len(queries))
         scores, keys = self._index.search(queries, k, params=params)
         return scores, keys
 
