@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from app.embedding import PreparedImage
 from app.encoder import Encoder
 from app.errors import LookalikeError
+from app.image_preparer import PreparedImage
 
 Prepare = Callable[[bytes], PreparedImage]
 

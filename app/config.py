@@ -69,11 +69,19 @@ class Settings(BaseSettings):
         description="Score at which an upload counts as a copy of a catalogue item; unset = "
         "model.json's calibrated duplicate_threshold (else max(match_threshold, 0.95)).",
     )
-    decode_in_model: bool = Field(
+    model_runtime: Literal["litert", "tensorflow"] = Field(
+        "litert",
+        description=(
+            "How the service runs the encoder: `litert` converts encoder.keras once (cached "
+            "under the data directory, checked against Keras) and falls back to TensorFlow "
+            "for a model it cannot convert faithfully; `tensorflow` always uses TensorFlow."
+        ),
+    )
+    embed_worker: bool = Field(
         True,
         description=(
-            "Decode JPEG search uploads inside the encoder's TensorFlow call (pixels identical "
-            "to Pillow's, one GIL hand-off per batch); false decodes them with Pillow."
+            "Decode search uploads and run the model in a worker process of their own, out of "
+            "the way of the HTTP side's GIL; false runs them on a thread of the service."
         ),
     )
     batch_max_size: int = Field(32, ge=1, description="Most images one encoder call embeds.")
@@ -88,7 +96,7 @@ class Settings(BaseSettings):
     threads: int = Field(
         0,
         ge=0,
-        description="Threads for TensorFlow, FAISS, numpy's BLAS and decoding; "
+        description="Threads for the model, FAISS, numpy's BLAS and decoding; "
         "0 = the cores present.",
     )
     log_format: Literal["plain", "json"] = Field("plain", description="Access-log line format.")

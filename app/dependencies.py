@@ -11,8 +11,8 @@ from fastapi import Depends, Request
 
 from app.catalog import Catalog
 from app.config import Settings
+from app.embed_worker import BatchEmbedder
 from app.embedding import ImageEmbedder
-from app.encoder import Encoder
 from app.errors import NotReady
 from app.model_bundle import ModelInfo
 from app.observability import Metrics
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class AppState:
     settings: Settings
     model: ModelInfo
-    encoder: Encoder
+    embed: BatchEmbedder
     catalog: Catalog
     embedder: ImageEmbedder
     metrics: Metrics

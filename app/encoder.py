@@ -1,8 +1,11 @@
-"""The encoder: a Keras model from the model directory, called as a compiled function.
+"""The encoder on TensorFlow: a Keras model from the model directory, as a compiled function.
 
 `model.predict` per request costs tens of milliseconds of Python overhead; one
 `tf.function` with a fixed input signature, traced and warmed up at start-up,
-costs well under one. TensorFlow is imported here and nowhere else in `app/`.
+costs well under one. The service itself runs the LiteRT conversion made here
+(app/model_runtime.py); this class embeds for the offline commands, for models
+LiteRT cannot run, and checks each conversion. TensorFlow is imported here and
+nowhere else in `app/`.
 """
 
 from __future__ import annotations
@@ -12,12 +15,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from app.jpeg_batch import JpegBatch, JpegPlan, graph_decoder, input_signature
 from app.model_bundle import ModelInfo
 
 log = logging.getLogger("lookalike.encoder")
@@ -54,14 +55,14 @@ def import_tensorflow(threads: int) -> Any:
 
 
 def serving_threads(cores: int) -> int:
-    """TensorFlow's intra-op threads in a serving process: half the cores, at least one.
+    """The model's threads in a serving process (LiteRT's or TensorFlow's): half the cores.
 
     Under load the model runs while other requests are decoded, searched and
     answered, so it has the cores only to itself when there is one request.
-    With two cores, one thread measured faster at both batch 1 (1.2 against
-    1.9 ms for the default model) and batch 32, and it takes 0.7 ms off a lone
-    `/search`: a second intra-op thread spins against the decode pool and the
-    event loop. Offline commands (import, reindex) keep every core.
+    With two cores, one TensorFlow thread measured faster at both batch 1 (1.2
+    against 1.9 ms for the default model) and batch 32, and it took 0.7 ms off
+    a lone `/search`: a second intra-op thread spins against the decode pool
+    and the event loop. Offline commands (import, reindex) keep every core.
     """
     return max(1, cores // 2)
 
@@ -69,14 +70,7 @@ def serving_threads(cores: int) -> int:
 class Encoder:
     """Embeds uint8 image batches; thread-safe, one model call at a time."""
 
-    def __init__(
-        self,
-        info: ModelInfo,
-        *,
-        threads: int,
-        warmup_batch: int = 1,
-        decode_jpegs: bool = False,
-    ) -> None:
+    def __init__(self, info: ModelInfo, *, threads: int, warmup_batch: int = 1) -> None:
         importing = time.perf_counter()
         tf = import_tensorflow(threads)
         import keras
@@ -99,21 +93,7 @@ class Encoder:
         # binds and matches its arguments against the traced signatures in
         # Python, 0.15-0.3 ms of the GIL per call (measured on 2 cores).
         self._embed = embed.get_concrete_function()
-        self._embed_jpegs: Any = None
-        if decode_jpegs:
-            decode = graph_decoder(tf, info.image_size)
-
-            @tf.function(
-                input_signature=[
-                    tf.TensorSpec([None, height, width, 3], tf.uint8),
-                    *input_signature(tf, info.image_size),
-                ]
-            )
-            def embed_jpegs(images: Any, *jpegs: Any) -> Any:
-                pixels = tf.concat([images, decode(*jpegs)], 0)
-                return model(tf.cast(pixels, tf.float32), training=False)
-
-            self._embed_jpegs = embed_jpegs.get_concrete_function()
+        self._model = model
         for size in sorted({1, max(1, warmup_batch)}):
             out = self.embed(np.zeros((size, height, width, 3), dtype=np.uint8))
         if out.shape[1] != info.embedding_dim:
@@ -121,7 +101,7 @@ class Encoder:
                 f"{info.encoder_path} outputs {out.shape[1]} dimensions, "
                 f"model.json says {info.embedding_dim}"
             )
-        # The import dominates a service's start-up: 4-13 s on 2 cores, warm or cold.
+        # The import is most of a first start (conversion) or a TensorFlow-served one: 3-13 s.
         log.info(
             "encoder %s (%dx%d -> %d): TensorFlow imported in %.2f s, model loaded and warmed up "
             "in %.2f s",
@@ -133,23 +113,20 @@ class Encoder:
             time.perf_counter() - started,
         )
 
-    @property
-    def decodes_jpegs(self) -> bool:
-        """Whether `embed` takes JPEG plans (app/jpeg_batch.py)."""
-        return self._embed_jpegs is not None
-
-    def embed(self, images: np.ndarray, jpegs: Sequence[JpegPlan] = ()) -> np.ndarray:
-        """[N, H, W, 3] uint8 and M JPEG plans -> [N + M, D] float32 L2-normalised, in that order.
-
-        Raises whatever TensorFlow raises when a planned JPEG does not decode.
-        """
-        tf = self.tf
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """[N, H, W, 3] uint8 -> [N, D] float32, L2-normalised."""
         with self._lock:
-            if not jpegs:
-                out = self._embed(tf.constant(images, dtype=tf.uint8))
-            elif self._embed_jpegs is None:
-                raise RuntimeError("this encoder was built without decode_jpegs")
-            else:
-                batch = JpegBatch.of(jpegs, self.info.image_size)
-                out = self._embed_jpegs(tf.constant(images, dtype=tf.uint8), *batch.arrays())
+            out = self._embed(self.tf.constant(images, dtype=self.tf.uint8))
         return np.asarray(out, dtype=np.float32)
+
+    def to_litert(self) -> bytes:
+        """The model as a LiteRT flatbuffer with the same uint8 input, weights frozen.
+
+        Converted from the traced function rather than through a SavedModel
+        (Keras' own export path): 0.2 s instead of 1.5 s, and the variables
+        become constants, so batch normalisation folds into the convolutions.
+        """
+        converter = self.tf.lite.TFLiteConverter.from_concrete_functions([self._embed], self._model)
+        converter.experimental_lower_to_saved_model = False
+        flatbuffer: bytes = converter.convert()
+        return flatbuffer

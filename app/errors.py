@@ -81,6 +81,13 @@ class NotReady(LookalikeError):
     code = "not_ready"
 
 
+class EmbeddingUnavailable(LookalikeError):
+    """The embedding worker crashed or hung while this request waited; it is restarting."""
+
+    status = 503
+    code = "embedding_unavailable"
+
+
 class ModelMismatch(LookalikeError):
     """The catalogue was embedded by another model; serving it would mix two spaces."""
 

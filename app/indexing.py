@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.catalog import Metadata, NewItem
 from app.dependencies import AppState
-from app.embedding import PreparedImage
 from app.errors import Duplicate, InvalidField, LookalikeError, PayloadTooLarge
 from app.form_fields import derive_id, parse_metadata, validate_id
+from app.image_preparer import PreparedImage
 from app.routes.uploads import read_upload
 from app.schemas import DuplicateOf, IndexItemResult, IndexResponse, ItemError
 

@@ -20,9 +20,11 @@ from app.catalog import open_catalog
 from app.catalog_store import peek_meta
 from app.config import Settings
 from app.dependencies import AppState
-from app.embedding import ImageEmbedder, ImagePreparer, warm_up_decoding
-from app.encoder import Encoder, serving_threads
+from app.embed_worker import start_embedder
+from app.embedding import ImageEmbedder
+from app.encoder import serving_threads
 from app.errors import ModelDirectoryError, install_error_handlers
+from app.image_preparer import ImagePreparer
 from app.model_bundle import ModelInfo, read_model_info
 from app.observability import Metrics, ObservabilityMiddleware
 from app.online_reindex import OnlineReindex
@@ -71,41 +73,33 @@ def serving_model(settings: Settings) -> ModelInfo:
 
 
 def _build_state(settings: Settings, metrics: Metrics) -> AppState:
-    # FAISS threads are set per call by the index (app/vector_index.py); TensorFlow
-    # and numpy's BLAS get half the cores (app/encoder.py); the pool decodes /index
-    # and /similarity uploads (searches decode on the encoder's thread, app/pipeline.py).
+    # FAISS threads are set per call by the index (app/vector_index.py); numpy's
+    # BLAS and the model get half the cores (app/encoder.py); the pool decodes
+    # /index and /similarity uploads (searches decode where the model runs).
     threads = settings.thread_count
     limit_blas_threads(serving_threads(threads))
     model = serving_model(settings)
     catalog = open_catalog(settings, model_id=model.model_id, embedding_dim=model.embedding_dim)
     try:
-        encoder = Encoder(
-            model,
-            threads=serving_threads(threads),
-            warmup_batch=settings.batch_max_size,
-            decode_jpegs=settings.decode_in_model,
-        )
-        preparer = ImagePreparer(model, settings)
-        warm_up_decoding(encoder, preparer)
+        embed = start_embedder(model, settings, on_restart=metrics.embed_worker_restarts.inc)
     except BaseException:
         catalog.close()
         raise
     pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
     embedder = ImageEmbedder(
-        preparer,
-        encoder.embed,
+        ImagePreparer(model, settings),
+        embed,
         catalog,
         pool,
         max_batch=settings.batch_max_size,
         max_wait_s=settings.batch_max_wait_ms / 1000,
-        plan_jpegs=encoder.decodes_jpegs,
         on_batch=metrics.observe_embed_batch,
     )
     metrics.watch_index_size(lambda: float(catalog.stats().count))
     return AppState(
         settings=settings,
         model=model,
-        encoder=encoder,
+        embed=embed,
         catalog=catalog,
         embedder=embedder,
         metrics=metrics,
@@ -139,6 +133,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.reindex is not None:
             await state.reindex.cancel()
         await state.embedder.stop()
+        await run_in_threadpool(state.embed.close)
         state.pool.shutdown(wait=True)
         await run_in_threadpool(state.catalog.close)
         app.state.lookalike = None

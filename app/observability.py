@@ -54,20 +54,17 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
-        self.decoded_in_model = Counter(
-            "lookalike_decoded_in_model_images",
-            "JPEG searches decoded inside the encoder's TensorFlow call "
-            "(LOOKALIKE_DECODE_IN_MODEL); other images are decoded with Pillow.",
+        self.embed_worker_restarts = Counter(
+            "lookalike_embed_worker_restarts",
+            "Times the embedding worker process was started again after it crashed or hung.",
             registry=self.registry,
         )
         self.index_items = Gauge(
             "lookalike_index_items", "Items in the catalogue index.", registry=self.registry
         )
 
-    def observe_embed_batch(self, images: int, decoded_in_model: int) -> None:
+    def observe_embed_batch(self, images: int) -> None:
         self.embed_batch.observe(images)
-        if decoded_in_model:
-            self.decoded_in_model.inc(decoded_in_model)
 
     def watch_index_size(self, count: Callable[[], float]) -> None:
         self.index_items.set_function(count)

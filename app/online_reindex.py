@@ -20,9 +20,11 @@ from typing import Literal
 from starlette.concurrency import run_in_threadpool
 
 from app.dependencies import AppState
-from app.embedding import ImageEmbedder, ImagePreparer, warm_up_decoding
+from app.embed_worker import BatchEmbedder, start_embedder
+from app.embedding import ImageEmbedder
 from app.encoder import Encoder
 from app.errors import FeatureUnavailable, InvalidField, LookalikeError, ReindexBusy
+from app.image_preparer import ImagePreparer
 from app.local_catalog import LocalCatalog
 from app.model_bundle import ModelInfo, read_model_info
 from app.reindex import Reindexer
@@ -101,11 +103,9 @@ class OnlineReindex:
                 model,
                 threads=state.settings.thread_count,
                 warmup_batch=state.settings.batch_max_size,
-                decode_jpegs=state.settings.decode_in_model,
             )
         )
         preparer = ImagePreparer(model, state.settings)
-        await run_in_threadpool(warm_up_decoding, encoder, preparer)
         reindexer = await run_in_threadpool(Reindexer, catalog.store, model, encoder, preparer)
         status.total = await run_in_threadpool(reindexer.pending_count)
 
@@ -114,13 +114,25 @@ class OnlineReindex:
             status.failed += failed
 
         await run_in_threadpool(lambda: reindexer.embed_pending(on_progress=progress))
+        # The new model's searches are embedded where the old one's are; made
+        # before the switch, so the gate stays closed only for the catch-up.
+        embed = await run_in_threadpool(
+            lambda: start_embedder(
+                model, state.settings, on_restart=state.metrics.embed_worker_restarts.inc
+            )
+        )
         status.phase = "building"
         built_at = catalog.store.current_seq()
-        index = await run_in_threadpool(self._build, catalog, reindexer, model)
-        status.phase = "switching"
-        async with state.gate.closed():
-            await run_in_threadpool(self._switch, catalog, reindexer, index, built_at)
-            await self._swap_encoder(model, encoder, preparer)
+        try:
+            index = await run_in_threadpool(self._build, catalog, reindexer, model)
+            status.phase = "switching"
+            async with state.gate.closed():
+                await run_in_threadpool(self._switch, catalog, reindexer, index, built_at)
+                await self._swap_embedder(model, embed, preparer)
+        except BaseException:
+            if state.embed is not embed:
+                await run_in_threadpool(embed.close)
+            raise
         log.info("reindexed %d items to model %s", status.done, model.model_id[:12])
 
     @staticmethod
@@ -142,21 +154,21 @@ class OnlineReindex:
         result = reindexer.switch()
         catalog.adopt(result.model_id, index)
 
-    async def _swap_encoder(
-        self, model: ModelInfo, encoder: Encoder, preparer: ImagePreparer
+    async def _swap_embedder(
+        self, model: ModelInfo, embed: BatchEmbedder, preparer: ImagePreparer
     ) -> None:
         state = self._state
-        old = state.embedder
+        old_embedder, old_embed = state.embedder, state.embed
         embedder = ImageEmbedder(
             preparer,
-            encoder.embed,
+            embed,
             state.catalog,
             state.pool,
             max_batch=state.settings.batch_max_size,
             max_wait_s=state.settings.batch_max_wait_ms / 1000,
-            plan_jpegs=encoder.decodes_jpegs,
             on_batch=state.metrics.observe_embed_batch,
         )
         await embedder.start()
-        state.model, state.encoder, state.embedder = model, encoder, embedder
-        await old.stop()
+        state.model, state.embed, state.embedder = model, embed, embedder
+        await old_embedder.stop()
+        await run_in_threadpool(old_embed.close)

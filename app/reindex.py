@@ -17,9 +17,9 @@ import numpy as np
 
 from app.bulk_embed import embed_stream
 from app.catalog_store import CatalogStore
-from app.embedding import ImagePreparer
 from app.encoder import Encoder
 from app.errors import ReindexBlocked
+from app.image_preparer import ImagePreparer
 from app.model_bundle import ModelInfo
 
 log = logging.getLogger("lookalike.reindex")

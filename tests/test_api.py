@@ -291,23 +291,22 @@ def test_concurrent_searches_share_one_encoder_call_and_get_their_own_results(
     assert calls_after - calls_before < 5, "concurrent searches were embedded one by one"
 
 
-def test_jpeg_searches_decoded_in_the_model_call_answer_as_pillow_decoded_ones(
+def test_searches_answer_the_same_from_the_worker_process_and_from_a_thread(
     make_settings,
 ) -> None:
-    """decode_in_model changes where a batch of JPEG searches is decoded, never what it finds."""
-    from tests.test_jpeg_batch import CASES
+    """embed_worker changes where uploads are decoded and embedded, never what they find."""
+    from tests.test_jpeg_decode import CASES
 
     names = ["photo 1/4 scale", "greyscale", "EXIF orientation 6", "smaller than the model"]
     answers = []
-    for in_model in (True, False):
-        # The searches meet in one encoder call (a lone search is always decoded by Pillow).
+    for in_worker in (True, False):
         settings = make_settings(
-            decode_in_model=in_model, batch_max_wait_ms=2000, batch_max_size=len(names)
+            embed_worker=in_worker, batch_max_wait_ms=2000, batch_max_size=len(names)
         )
         with TestClient(create_app(settings)) as c:
             files = [("file", (f"{n}.jpg", CASES[name])) for n, name in enumerate(names)]
             ids = [f"j{n}" for n in range(len(names))]
-            r = c.post("/index", files=files, data={"id": ids})  # one encoder call
+            r = c.post("/index", files=files, data={"id": ids})  # one model call
             assert r.status_code == 200, r.text
 
             def one(name: str, c: TestClient = c):
@@ -324,8 +323,8 @@ def test_jpeg_searches_decoded_in_the_model_call_answer_as_pillow_decoded_ones(
                 found.append([(h["id"], h["score"]) for h in results])
             answers.append(found)
             metrics = c.get("/metrics").text
-            decoded = _metric(metrics, "lookalike_decoded_in_model_images_total")
-            assert decoded == (len(names) if in_model else 0)
+            assert _metric(metrics, "lookalike_embed_worker_restarts_total") == 0
+            assert _metric(metrics, "lookalike_embed_batch_size_count") == 2
     assert answers[0] == answers[1]
 
 

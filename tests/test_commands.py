@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from app.catalog_store import CatalogStore
 from app.cli import main
 from app.config import Settings
-from app.embedding import ImagePreparer
 from app.encoder import Encoder
 from app.errors import CatalogBusy, ModelMismatch
+from app.image_preparer import ImagePreparer
 from app.local_catalog import LocalCatalog
 from app.main import create_app
 from app.model_bundle import read_model_info

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from app.config import Settings
-from app.embedding import ImagePreparer
+from app.image_preparer import ImagePreparer
 from app.images import decode_image, to_model_input
 from app.model_bundle import read_model_info
 

@@ -21,10 +21,10 @@ from tqdm import tqdm
 from app.bulk_embed import embed_stream
 from app.catalog import Metadata, NewItem, open_catalog
 from app.config import Settings
-from app.embedding import ImagePreparer
 from app.encoder import Encoder
 from app.errors import InvalidField
 from app.form_fields import validate_id
+from app.image_preparer import ImagePreparer
 from app.model_bundle import read_model_info
 
 log = logging.getLogger("lookalike.import")

@@ -19,9 +19,9 @@ from tqdm import tqdm
 from app.catalog_store import CatalogStore
 from app.config import Settings
 from app.data_lock import DataDirLock
-from app.embedding import ImagePreparer
 from app.encoder import Encoder
 from app.errors import CatalogBusy, InvalidField
+from app.image_preparer import ImagePreparer
 from app.local_catalog import SNAPSHOT_FILE, SNAPSHOT_META
 from app.model_bundle import read_model_info
 from app.reindex import Reindexer

@@ -1,0 +1,203 @@
+"""The encoder as the service runs it: LiteRT by default, TensorFlow where LiteRT cannot.
+
+encoder.keras is the contract, but TensorFlow is a heavy way to run a small CNN
+a batch at a time: the bundled model takes 0.75 ms an image at batch 8 and
+1.1 ms alone through a traced TensorFlow function on the 2-core benchmark
+machine, and 0.23 ms an image either way through LiteRT's XNNPACK kernels
+(benchmarks/RESULTS.md). So the service converts the Keras model once,
+checks the converted model against Keras on a probe batch, and keeps it under
+the data directory; later starts load it without importing TensorFlow at all.
+A model the converter refuses, or whose conversion disagrees with Keras, runs
+on TensorFlow, as does everything with `LOOKALIKE_MODEL_RUNTIME=tensorflow`.
+
+The two runtimes agree to about 1e-7 per embedding component (float32 rounding
+in a different order), far below anything a similarity score shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from app.config import Settings
+from app.model_bundle import ModelInfo
+
+log = logging.getLogger("lookalike.model")
+
+Runtime = Literal["litert", "tensorflow"]
+
+# Largest difference per embedding component between the converted model and
+# Keras on the probe batch; float32 reordering gives about 1e-7.
+AGREEMENT = 1e-4
+PROBE_SEED = 20261207
+
+
+class EmbeddingModel(Protocol):
+    """uint8 images [N, H, W, 3] -> float32 [N, D] L2-normalised embeddings."""
+
+    def embed(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """How a process loads the model; picklable, so the embedding worker gets the same one."""
+
+    runtime: Runtime
+    info: ModelInfo
+    threads: int
+    litert_path: Path | None = None
+
+
+class LiteRtModel:
+    """A converted model run by LiteRT's interpreter (XNNPACK); one call at a time.
+
+    The interpreter's input is resized to each batch's size when it changes,
+    which costs about 0.1 ms, far less than padding batches to fixed sizes.
+    """
+
+    def __init__(self, path: Path, info: ModelInfo, *, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.info = info
+        self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._batch = -1
+        self._lock = threading.Lock()
+        out = self.embed(np.zeros((1, *info.image_size, 3), dtype=np.uint8))
+        if out.shape != (1, info.embedding_dim):
+            raise ValueError(
+                f"{path} outputs {out.shape[1:]} per image, model.json says {info.embedding_dim}"
+            )
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        if not len(images):
+            return np.zeros((0, self.info.embedding_dim), dtype=np.float32)
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        with self._lock:
+            if len(images) != self._batch:
+                self._interpreter.resize_tensor_input(self._input, list(images.shape))
+                self._interpreter.allocate_tensors()
+                self._batch = len(images)
+            self._interpreter.set_tensor(self._input, images)
+            self._interpreter.invoke()
+            return self._interpreter.get_tensor(self._output)
+
+
+def load_model(spec: RuntimeSpec) -> EmbeddingModel:
+    """The model `spec` describes, loaded in this process (the worker's, or the service's)."""
+    if spec.runtime == "litert" and spec.litert_path is not None:
+        return LiteRtModel(spec.litert_path, spec.info, threads=spec.threads)
+    from app.encoder import Encoder
+
+    return Encoder(spec.info, threads=spec.threads)
+
+
+def prepare_runtime(info: ModelInfo, settings: Settings) -> RuntimeSpec:
+    """The runtime for `info`: a LiteRT model from the cache, converted now, or TensorFlow.
+
+    Only a cache miss imports TensorFlow (to convert): a few seconds, once per
+    model and library version.
+    """
+    from app.encoder import serving_threads
+
+    threads = serving_threads(settings.thread_count)
+    if settings.model_runtime == "tensorflow":
+        return RuntimeSpec("tensorflow", info, threads)
+    path = litert_cache_path(settings.data_dir, info)
+    refused = path.with_suffix(".refused")
+    if path.is_file():
+        return RuntimeSpec("litert", info, threads, path)
+    if refused.is_file():
+        log.warning("serving %s on TensorFlow: %s", info.model_id[:12], refused.read_text().strip())
+        return RuntimeSpec("tensorflow", info, threads)
+    started = time.perf_counter()
+    try:
+        reason = convert_to_litert(info, path, threads=threads)
+    except OSError as exc:  # a read-only data directory: convert for this run only
+        log.warning("cannot cache the LiteRT model in %s (%s)", path.parent, exc)
+        path = Path(tempfile.mkdtemp(prefix="lookalike-litert-")) / path.name
+        reason = convert_to_litert(info, path, threads=threads)
+    if reason is not None:
+        log.warning("serving %s on TensorFlow: %s", info.model_id[:12], reason)
+        with contextlib.suppress(OSError):
+            _write_atomically(refused, reason.encode())
+        return RuntimeSpec("tensorflow", info, threads)
+    log.info(
+        "converted %s to LiteRT in %.2f s: %s",
+        info.model_id[:12],
+        time.perf_counter() - started,
+        path,
+    )
+    return RuntimeSpec("litert", info, threads, path)
+
+
+def litert_cache_path(data_dir: Path, info: ModelInfo) -> Path:
+    """Where the converted model lives, named for what made it.
+
+    The model_id is encoder.keras's hash; the converter's and the runtime's
+    versions are in the name too, so an upgrade of either converts again.
+    """
+    converter = _version("tensorflow-cpu") or _version("tensorflow") or "none"
+    runtime = _version("ai-edge-litert") or "none"
+    name = f"{info.model_id}-tf{converter}-litert{runtime}.tflite"
+    return data_dir / "litert" / name
+
+
+def convert_to_litert(info: ModelInfo, path: Path, *, threads: int) -> str | None:
+    """Convert encoder.keras, check it against Keras, and write it to `path`.
+
+    Returns why the model must stay on TensorFlow, or None when `path` holds
+    a LiteRT model that agrees with Keras.
+    """
+    from app.encoder import Encoder
+
+    encoder = Encoder(info, threads=threads)
+    try:
+        flatbuffer = encoder.to_litert()
+    except Exception as exc:  # the converter's errors are many and unnamed
+        return f"the LiteRT converter refused encoder.keras ({type(exc).__name__}: {exc})"
+    staging = path.with_name(f"{path.stem}.{os.getpid()}.checking")
+    _write_atomically(staging, flatbuffer)
+    try:
+        converted = LiteRtModel(staging, info, threads=threads)
+        probe = np.random.default_rng(PROBE_SEED).integers(
+            0, 256, size=(4, *info.image_size, 3), dtype=np.uint8
+        )
+        gap = float(np.max(np.abs(converted.embed(probe) - encoder.embed(probe))))
+    except Exception as exc:
+        staging.unlink(missing_ok=True)
+        return f"LiteRT could not run the converted model ({type(exc).__name__}: {exc})"
+    if not gap <= AGREEMENT:
+        staging.unlink(missing_ok=True)
+        return f"the converted model differs from Keras by {gap:.2e} (more than {AGREEMENT})"
+    os.replace(staging, path)
+    return None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all, even beside another process writing it too.
+
+    Replicas sharing a data directory may convert the same model at once.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
