@@ -38,11 +38,22 @@ class AppState:
 
 async def get_state(request: Request) -> AsyncIterator[AppState]:
     """The app's state, held through the serving gate for the whole request."""
+    state = await get_ungated_state(request)
+    async with state.gate.use():
+        yield state
+
+
+async def get_ungated_state(request: Request) -> AppState:
+    """The app's state for a route that enters `state.gate.use()` itself.
+
+    FastAPI runs a generator dependency through an exit stack of its own;
+    a route doing it in its body saves that on every request (about 50 us
+    of the event loop's time per `/search`, benchmarks/RESULTS.md).
+    """
     state: AppState | None = getattr(request.app.state, "lookalike", None)
     if state is None or not state.ready:
         raise NotReady("the service is starting or stopping; retry shortly")
-    async with state.gate.use():
-        yield state
+    return state
 
 
 def get_catalog(state: Annotated[AppState, Depends(get_state)]) -> Catalog:
@@ -63,6 +74,7 @@ def get_settings(request: Request) -> Settings:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
+UngatedStateDep = Annotated[AppState, Depends(get_ungated_state)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 EmbedderDep = Annotated[ImageEmbedder, Depends(get_embedder)]
 ModelDep = Annotated[ModelInfo, Depends(get_model)]

@@ -86,7 +86,28 @@ def test_reads_can_require_a_key(make_settings) -> None:
     with TestClient(create_app(make_settings(api_key="k", auth_reads=True))) as c:
         assert c.get("/index").status_code == 401
         assert c.get("/index", headers={"X-API-Key": "k"}).status_code == 200
+        assert c.get("/index", headers={"Authorization": "Bearer k"}).status_code == 200
+        assert c.get("/index", headers={"Authorization": "Bearer nope"}).status_code == 403
+        assert c.get("/index", headers={"Authorization": "Basic k"}).status_code == 401
         assert c.get("/healthz").status_code == 200
+        query = {"file": ("q.png", image_bytes(1))}
+        assert c.post("/search", files=query).status_code == 401
+        assert c.post("/search", files=query, headers={"X-API-Key": "x"}).status_code == 403
+        found = c.post("/search", files=query, headers={"Authorization": "bearer  k "})
+        assert found.status_code == 200, found.text
+
+
+def test_openapi_names_the_key_schemes_on_every_route_that_checks_keys(client) -> None:
+    spec = client.get("/openapi.json").json()
+    schemes = set(spec["components"]["securitySchemes"])
+    assert schemes == {"APIKeyHeader", "HTTPBearer"}
+    open_paths = {"/healthz", "/readyz", "/metrics", "/", "/static/{path}"}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            expected: list[dict[str, list[str]]] | None = (
+                None if path in open_paths else [{name: []} for name in sorted(schemes)]
+            )
+            assert operation.get("security") == expected, (method, path)
 
 
 def test_queued_logging_writes_from_its_own_thread_and_flushes_at_exit() -> None:

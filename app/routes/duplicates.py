@@ -12,7 +12,7 @@ from app.duplicates import clusters
 from app.errors import Forbidden, InvalidField, NotReady, Unauthorized, error_responses
 from app.indexing import duplicate_threshold
 from app.schemas import DuplicateCluster, DuplicatesResponse
-from app.security import ReadAccess
+from app.security import READ_SECURITY_DOC, ReadAccess
 
 router = APIRouter(tags=["catalogue"])
 
@@ -21,6 +21,7 @@ router = APIRouter(tags=["catalogue"])
     "/duplicates",
     summary="Clusters of near-identical images",
     dependencies=[ReadAccess],
+    openapi_extra=READ_SECURITY_DOC,
     responses=error_responses(InvalidField, Unauthorized, Forbidden, NotReady),
 )
 async def duplicates(

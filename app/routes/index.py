@@ -34,7 +34,7 @@ from app.schemas import (
     SearchHit,
     SearchResponse,
 )
-from app.security import ReadAccess, WriteAccess
+from app.security import READ_SECURITY_DOC, ReadAccess, WriteAccess
 
 router = APIRouter(prefix="/index", tags=["catalogue"])
 
@@ -109,7 +109,12 @@ async def index_images(
     return body
 
 
-@router.get("", summary="Catalogue statistics and reindex progress", dependencies=[ReadAccess])
+@router.get(
+    "",
+    summary="Catalogue statistics and reindex progress",
+    dependencies=[ReadAccess],
+    openapi_extra=READ_SECURITY_DOC,
+)
 async def index_stats(state: StateDep) -> IndexStats:
     stats = await run_in_threadpool(state.catalog.stats)
     reindex = state.reindex.status if state.reindex is not None else None
@@ -123,6 +128,7 @@ async def index_stats(state: StateDep) -> IndexStats:
     "/facets",
     summary="Values of a metadata key with their counts",
     dependencies=[ReadAccess],
+    openapi_extra=READ_SECURITY_DOC,
     responses=error_responses(InvalidField, Unauthorized, Forbidden, NotReady),
 )
 async def facets(
@@ -142,6 +148,7 @@ async def facets(
     "/{item_id:path}/similar",
     summary="More like this: search by a stored item",
     dependencies=[ReadAccess],
+    openapi_extra=READ_SECURITY_DOC,
     responses=error_responses(NotFound, InvalidField, Unauthorized, Forbidden, NotReady),
 )
 async def similar_items(
@@ -169,6 +176,7 @@ async def similar_items(
     "/{item_id:path}/image",
     summary="The kept copy of an item's image",
     dependencies=[ReadAccess],
+    openapi_extra=READ_SECURITY_DOC,
     response_class=Response,
     responses={
         200: {"content": {THUMBNAIL_MEDIA_TYPE: {}}, "description": "The stored copy."},
@@ -188,6 +196,7 @@ async def item_image(catalog: CatalogDep, item_id: ItemId) -> Response:
     "/{item_id:path}",
     summary="One item's metadata",
     dependencies=[ReadAccess],
+    openapi_extra=READ_SECURITY_DOC,
     responses=error_responses(NotFound, Unauthorized, Forbidden, NotReady),
 )
 async def get_item(catalog: CatalogDep, item_id: ItemId) -> ItemResponse:

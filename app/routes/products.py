@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.dependencies import CatalogDep
 from app.errors import Forbidden, NotFound, NotReady, Unauthorized, error_responses
 from app.schemas import ItemResponse, ProductDeleteResponse, ProductResponse
-from app.security import ReadAccess, WriteAccess
+from app.security import READ_SECURITY_DOC, ReadAccess, WriteAccess
 
 router = APIRouter(prefix="/products", tags=["catalogue"])
 
@@ -21,6 +21,7 @@ ProductId = Annotated[str, Path(description="The product id given at index time.
     "/{product_id:path}",
     summary="A product's images",
     dependencies=[ReadAccess],
+    openapi_extra=READ_SECURITY_DOC,
     responses=error_responses(NotFound, Unauthorized, Forbidden, NotReady),
 )
 async def get_product(catalog: CatalogDep, product_id: ProductId) -> ProductResponse:

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from app.dependencies import StateDep
+from app.dependencies import AppState, StateDep, UngatedStateDep
 from app.errors import (
     Forbidden,
     InvalidField,
@@ -26,7 +26,7 @@ from app.regions import parse_box
 from app.routes.form_body import openapi_body, validate_form
 from app.routes.uploads import read_upload
 from app.schemas import SearchHit, SearchResponse, SimilarityResponse
-from app.security import ReadAccess
+from app.security import READ_SECURITY_DOC, ReadAccess
 
 router = APIRouter(tags=["search"])
 
@@ -81,11 +81,17 @@ SEARCH_FILES = {"file": "The query image."}
     dependencies=[ReadAccess],
     responses=IMAGE_ERRORS,
     response_model=SearchResponse,
-    openapi_extra=openapi_body(SearchFields, files=SEARCH_FILES),
+    openapi_extra={**READ_SECURITY_DOC, **openapi_body(SearchFields, files=SEARCH_FILES)},
 )
-async def search(state: StateDep, request: Request) -> Response:
-    # The body is read here rather than declared as Form() parameters: see
-    # app/routes/form_body.py for what that saves on the busiest endpoint.
+async def search(state: UngatedStateDep, request: Request) -> Response:
+    # The busiest endpoint: its body is read here rather than declared as Form()
+    # parameters (app/routes/form_body.py), and it holds the serving gate itself
+    # rather than through StateDep's generator dependency (app/dependencies.py).
+    async with state.gate.use():
+        return await _search(state, request)
+
+
+async def _search(state: AppState, request: Request) -> Response:
     started = time.perf_counter()
     async with request.form() as form:
         fields, uploads = validate_form(form, SearchFields, files=SEARCH_FILES)
@@ -113,6 +119,7 @@ async def search(state: StateDep, request: Request) -> Response:
     "/similarity",
     summary="Score two images and say whether they show the same thing",
     dependencies=[ReadAccess],
+    openapi_extra=READ_SECURITY_DOC,
     responses=IMAGE_ERRORS,
 )
 async def similarity(
