@@ -19,13 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.config import Settings
-from app.images import (
-    decode_image,
-    decode_jpeg_for_model,
-    sniff_format,
-    thumbnail_bytes,
-    to_model_input,
-)
+from app.images import decode_image, sniff_format, thumbnail_bytes, to_model_input
 from app.model_bundle import ModelInfo
 from app.regions import Box, crop
 
@@ -53,22 +47,9 @@ class ImagePreparer:
         """Decode (raising the API's image errors) into model input and, optionally, a copy.
 
         A box is cut from the full-resolution decode (pixel boxes refer to the
-        original size, which JPEG draft decoding would change). Most JPEGs are
-        decoded by TurboJPEG, to the same pixels (`images.decode_jpeg_for_model`).
+        original size, which JPEG draft decoding would change).
         """
         keep = keep_copy and self._keep
-        if box is None:
-            pixels = decode_jpeg_for_model(
-                data,
-                max_pixels=self._max_pixels,
-                draft_size=self._draft,
-                size=self.model.image_size,
-            )
-            if pixels is not None:
-                if not keep:
-                    return PreparedImage(pixels=pixels, stored_copy=None)
-                image = decode_image(data, max_pixels=self._max_pixels, draft_size=self._copy_draft)
-                return PreparedImage(pixels, thumbnail_bytes(image, self._stored_side))
         draft = None if box is not None else self._draft
         image = decode_image(data, max_pixels=self._max_pixels, draft_size=draft)
         if box is not None:

@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 import numpy as np
-import simplejpeg
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from app.errors import InvalidImage, LookalikeError, PayloadTooLarge, UnsupportedMediaType
 
@@ -56,24 +55,6 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 _BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 _ROTATES_90 = frozenset({5, 6, 7, 8})
-
-# What Pillow's exif_transpose does for each EXIF orientation.
-_TRANSPOSES: Mapping[int, Image.Transpose] = MappingProxyType(
-    {
-        2: Image.Transpose.FLIP_LEFT_RIGHT,
-        3: Image.Transpose.ROTATE_180,
-        4: Image.Transpose.FLIP_TOP_BOTTOM,
-        5: Image.Transpose.TRANSPOSE,
-        6: Image.Transpose.ROTATE_270,
-        7: Image.Transpose.TRANSVERSE,
-        8: Image.Transpose.ROTATE_90,
-    }
-)
-
-# Pillow's draft scales (1/1, 1/2, 1/4, 1/8) and TurboJPEG's next scale below each.
-_NEXT_SMALLER_SCALE: Mapping[int, tuple[int, int]] = MappingProxyType(
-    {1: (7, 8), 2: (3, 8), 4: (1, 8)}
-)
 
 
 def sniff_format(data: bytes) -> str:
@@ -191,63 +172,6 @@ def load_for_model(data: bytes, *, size: tuple[int, int], max_pixels: int) -> np
     height, width = size
     image = decode_image(data, max_pixels=max_pixels, draft_size=(width, height))
     return to_model_input(image, size)
-
-
-def decode_jpeg_for_model(
-    data: bytes, *, max_pixels: int, draft_size: tuple[int, int], size: tuple[int, int]
-) -> np.ndarray | None:
-    """`to_model_input(decode_image(data, draft_size=draft_size), size)`, decoded by TurboJPEG.
-
-    libjpeg-turbo's TurboJPEG API decodes the whole image at Pillow's draft
-    scale in one call that lets the GIL go once, where Pillow's decoder lets it
-    go and takes it back once per buffer; the pixels are the same libjpeg
-    output (integer DCT, fancy upsampling), and orientation and resize are
-    Pillow's own. None for what this does not reproduce bit for bit (other
-    formats, CMYK, multi-picture files, images so small that two scales give
-    one size) and for anything Pillow would refuse or only half decode (bombs,
-    broken or truncated data): those take the Pillow path, which also raises
-    their errors.
-    """
-    try:
-        if sniff_format(data) != "JPEG":
-            return None
-        image = _open_within_limit(data, "JPEG", _pixel_limit(max_pixels))
-        if not isinstance(image, ImageFile.ImageFile) or image.format != "JPEG":
-            return None
-        if image.mode not in ("RGB", "L"):
-            return None
-        full_width, full_height = image.size
-        orientation = _orientation(image)
-        _draft(image, draft_size)
-        scale = image.decoderconfig[0] if image.decoderconfig else 1
-        width, height = image.size
-        if not _scale_is_unambiguous(full_width, full_height, scale):
-            return None
-        pixels = simplejpeg.decode_jpeg(
-            data, colorspace="RGB", min_height=height, min_width=width, strict=True
-        )
-    except Exception:
-        return None
-    if pixels.shape != (height, width, 3):
-        return None
-    upright = Image.fromarray(pixels)
-    if orientation in _TRANSPOSES:
-        upright = upright.transpose(_TRANSPOSES[orientation])
-    return to_model_input(upright, size)
-
-
-def _scale_is_unambiguous(width: int, height: int, scale: int) -> bool:
-    """Whether TurboJPEG's next smaller scale gives a smaller image than 1/`scale` does.
-
-    TurboJPEG picks the smallest of its scales (n/8) whose output is at least
-    the asked size; only when the next one down is smaller is that Pillow's
-    1/scale, and not a coarser decode of the same size.
-    """
-    smaller = _NEXT_SMALLER_SCALE.get(scale)
-    if smaller is None:
-        return scale == 8
-    num, den = smaller
-    return any(-(-side * num // den) < -(-side // scale) for side in (width, height))
 
 
 def _pixel_limit(max_pixels: int) -> int:

@@ -938,7 +938,6 @@ def main(argv: list[str] | None = None) -> int:
                     "tensorflow-cpu",
                     "keras",
                     "ai-edge-litert",
-                    "simplejpeg",
                     "faiss-cpu",
                     "fastapi",
                     "uvicorn",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -65,14 +67,66 @@ def other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def image_bytes(seed: int, *, size: tuple[int, int] = (24, 24), fmt: str = "PNG") -> bytes:
     """A distinct image per seed: coloured blocks, so the tiny encoder tells them apart."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
     pixels = np.kron(blocks, np.ones((size[1] // 4, size[0] // 4, 1), dtype=np.uint8))
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, fmt)
     return out.getvalue()
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Smooth colour gradients and noise: what JPEG's subsampling and DCT scaling act on."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    pixels = np.stack(
+        [
+            128 + 100 * np.sin(6 * x + 3 * y + seed),
+            128 + 100 * np.cos(5 * y - 2 * x),
+            128 + 80 * np.sin(9 * x * y),
+        ],
+        axis=-1,
+    )
+    pixels += rng.normal(0, 12, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def jpeg(
+    width: int,
+    height: int,
+    *,
+    seed: int = 0,
+    mode: str = "RGB",
+    subsampling: int = 2,
+    progressive: bool = False,
+    orientation: int | None = None,
+) -> bytes:
+    image = photo(width, height, seed).convert(mode)
+    options: dict[str, Any] = {"quality": 85, "progressive": progressive}
+    if mode == "RGB":
+        options["subsampling"] = subsampling
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        options["exif"] = exif
+    out = io.BytesIO()
+    image.save(out, "JPEG", **options)
+    return out.getvalue()
+
+
+@functools.cache
+def jpeg_cases() -> dict[str, bytes]:
+    """JPEGs of the kinds uploads come in: sizes across draft scales, subsampling, EXIF turns."""
+    return {
+        "photo 1/4 scale": jpeg(256, 256),
+        "odd size, 1/2 scale": jpeg(257, 131, seed=1),
+        "huge, 1/8 scale": jpeg(1200, 900, seed=2),
+        "smaller than the model": jpeg(20, 30, seed=3),
+        "4:4:4": jpeg(200, 120, seed=4, subsampling=0),
+        "progressive": jpeg(300, 200, seed=6, progressive=True),
+        "greyscale": jpeg(150, 100, seed=7, mode="L"),
+        "EXIF orientation 6": jpeg(180, 100, seed=16, orientation=6),
+    }
 
 
 @pytest.fixture

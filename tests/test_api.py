@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.conftest import image_bytes
+from tests.conftest import image_bytes, jpeg_cases
 
 
 def index(client: TestClient, seed: int, item_id: str | None, **fields: str):
@@ -295,8 +295,7 @@ def test_searches_answer_the_same_from_the_worker_process_and_from_a_thread(
     make_settings,
 ) -> None:
     """embed_worker changes where uploads are decoded and embedded, never what they find."""
-    from tests.test_jpeg_decode import CASES
-
+    cases = jpeg_cases()
     names = ["photo 1/4 scale", "greyscale", "EXIF orientation 6", "smaller than the model"]
     answers = []
     for in_worker in (True, False):
@@ -304,13 +303,13 @@ def test_searches_answer_the_same_from_the_worker_process_and_from_a_thread(
             embed_worker=in_worker, batch_max_wait_ms=2000, batch_max_size=len(names)
         )
         with TestClient(create_app(settings)) as c:
-            files = [("file", (f"{n}.jpg", CASES[name])) for n, name in enumerate(names)]
+            files = [("file", (f"{n}.jpg", cases[name])) for n, name in enumerate(names)]
             ids = [f"j{n}" for n in range(len(names))]
             r = c.post("/index", files=files, data={"id": ids})  # one model call
             assert r.status_code == 200, r.text
 
             def one(name: str, c: TestClient = c):
-                return c.post("/search", files={"file": ("q.jpg", CASES[name])}, data={"k": "4"})
+                return c.post("/search", files={"file": ("q.jpg", cases[name])}, data={"k": "4"})
 
             with ThreadPoolExecutor(len(names)) as pool:
                 responses = list(pool.map(one, names))

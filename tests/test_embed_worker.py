@@ -21,8 +21,7 @@ from app.main import create_app
 from app.model_bundle import read_model_info
 from app.model_runtime import RuntimeSpec, load_model, prepare_runtime
 from app.regions import Box
-from tests.conftest import image_bytes
-from tests.test_jpeg_decode import CASES
+from tests.conftest import image_bytes, jpeg_cases
 
 
 @pytest.fixture
@@ -48,9 +47,9 @@ def mixed_batch(spec: RuntimeSpec) -> list[Upload | np.ndarray]:
     height, width = spec.info.image_size
     pixels = np.random.default_rng(3).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
     return [
-        Upload(CASES["photo 1/4 scale"]),
+        Upload(jpeg_cases()["photo 1/4 scale"]),
         pixels,
-        Upload(CASES["photo 1/4 scale"][:200]),  # the header is whole, the scan is cut off
+        Upload(jpeg_cases()["photo 1/4 scale"][:200]),  # the header is whole, the scan is cut off
         Upload(b"%PDF-1.4 not an image"),
         Upload(image_bytes(5), box=Box(0.0, 0.0, 0.5, 0.5)),
     ]
