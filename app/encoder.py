@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from app.model_bundle import ModelInfo
+from app.native_logs import silenced_stderr
 
 log = logging.getLogger("lookalike.encoder")
 
@@ -32,18 +32,9 @@ def import_tensorflow(threads: int) -> Any:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    # TensorFlow's C++ side announces oneDNN on stderr while importing, before any
-    # log level applies (turning oneDNN off to silence it costs ~3x on CPU
-    # convolutions), so the import alone runs with file descriptor 2 on /dev/null.
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    # Turning oneDNN off to silence its notice would cost ~3x on CPU convolutions.
+    with silenced_stderr():
+        import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)
     try:

@@ -1,14 +1,15 @@
 """The encoder as the service runs it: LiteRT by default, TensorFlow where LiteRT cannot.
 
 encoder.keras is the contract, but TensorFlow is a heavy way to run a small CNN
-a batch at a time: the bundled model takes 0.75 ms an image at batch 8 and
-1.1 ms alone through a traced TensorFlow function on the 2-core benchmark
-machine, and 0.23 ms an image either way through LiteRT's XNNPACK kernels
-(benchmarks/RESULTS.md). So the service converts the Keras model once,
-checks the converted model against Keras on a probe batch, and keeps it under
-the data directory; later starts load it without importing TensorFlow at all.
-A model the converter refuses, or whose conversion disagrees with Keras, runs
-on TensorFlow, as does everything with `LOOKALIKE_MODEL_RUNTIME=tensorflow`.
+a batch at a time: the bundled model takes 0.5-0.8 ms an image at batch 8 and
+1.0-1.5 ms alone through a traced TensorFlow function on the 2-core benchmark
+machine, and 0.25-0.3 ms either way through LiteRT's XNNPACK kernels
+(benchmarks/RESULTS.md, "Embedding one image"). So the service converts the
+Keras model once, checks the converted model against Keras on a probe batch,
+and keeps it under the data directory; later starts load it without importing
+TensorFlow at all. A model the converter refuses, or whose conversion
+disagrees with Keras, runs on TensorFlow, as does everything with
+`LOOKALIKE_MODEL_RUNTIME=tensorflow`.
 
 The two runtimes agree to about 1e-7 per embedding component (float32 rounding
 in a different order), far below anything a similarity score shows.
@@ -31,6 +32,7 @@ import numpy as np
 
 from app.config import Settings
 from app.model_bundle import ModelInfo
+from app.native_logs import silenced_stderr
 
 log = logging.getLogger("lookalike.model")
 
@@ -69,12 +71,13 @@ class LiteRtModel:
         from ai_edge_litert.interpreter import Interpreter
 
         self.info = info
-        self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch = -1
         self._lock = threading.Lock()
-        out = self.embed(np.zeros((1, *info.image_size, 3), dtype=np.uint8))
+        with silenced_stderr():  # the delegate is made, and announced, on the first call
+            self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self._input = self._interpreter.get_input_details()[0]["index"]
+            self._output = self._interpreter.get_output_details()[0]["index"]
+            out = self.embed(np.zeros((1, *info.image_size, 3), dtype=np.uint8))
         if out.shape != (1, info.embedding_dim):
             raise ValueError(
                 f"{path} outputs {out.shape[1:]} per image, model.json says {info.embedding_dim}"
