@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol, cast
@@ -80,26 +81,34 @@ def start_embedder(
 
 
 class InlineEmbedder:
-    """Decodes the uploads of a batch, then embeds every image in one model call."""
+    """Decodes the uploads of a batch, then embeds every image in one model call.
 
-    def __init__(self, preparer: ImagePreparer, model: EmbeddingModel) -> None:
+    With `decode_threads` above one, a batch's uploads are decoded side by
+    side (Pillow lets the GIL go while it decodes): the worker does, where no
+    other thread wants its GIL; on the service's own threads it would only
+    add hand-offs.
+    """
+
+    def __init__(
+        self, preparer: ImagePreparer, model: EmbeddingModel, *, decode_threads: int = 1
+    ) -> None:
         self._preparer = preparer
         self._model = model
+        self._pool = (
+            ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+            if decode_threads > 1
+            else None
+        )
 
     def __call__(self, items: Sequence[Item]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(items)
         pixels: list[np.ndarray] = []
         rows: list[tuple[int, int, int]] = []  # (item, first row, rows)
         count = 0
-        for i, item in enumerate(items):
-            if isinstance(item, Upload):
-                try:
-                    images = self._preparer.prepare(item.data, box=item.box).pixels[None]
-                except Exception as exc:  # its own request's 400/413/415/422
-                    outcomes[i] = exc
-                    continue
-            else:
-                images = item
+        for i, images in enumerate(self._decoded(items)):
+            if isinstance(images, BaseException):  # its own request's 400/413/415/422
+                outcomes[i] = images
+                continue
             pixels.append(images)
             rows.append((i, count, len(images)))
             count += len(images)
@@ -116,7 +125,23 @@ class InlineEmbedder:
         return cast(list[Outcome], outcomes)
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def _decoded(self, items: Sequence[Item]) -> list[np.ndarray | BaseException]:
+        """Each item's pixels [n, H, W, 3], or the error its upload raised, in order."""
+        uploads = sum(isinstance(item, Upload) for item in items)
+        if self._pool is None or uploads < 2:
+            return [self._pixels(item) for item in items]
+        return list(self._pool.map(self._pixels, items))
+
+    def _pixels(self, item: Item) -> np.ndarray | BaseException:
+        if not isinstance(item, Upload):
+            return item
+        try:
+            return self._preparer.prepare(item.data, box=item.box).pixels[None]
+        except Exception as exc:
+            return exc
 
 
 class EmbedWorker:
@@ -236,19 +261,26 @@ def _serve(conn: Connection, spec: RuntimeSpec, settings: Settings) -> None:
     # Ctrl-C reaches the whole process group; the service stops its worker itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        embedder = InlineEmbedder(ImagePreparer(spec.info, settings), load_model(spec))
+        embedder = InlineEmbedder(
+            ImagePreparer(spec.info, settings),
+            load_model(spec),
+            decode_threads=settings.thread_count,
+        )
     except BaseException as exc:
         conn.send((False, f"{type(exc).__name__}: {exc}"))
         return
     conn.send((True, None))
-    while True:
-        try:
-            items = conn.recv()
-        except (EOFError, OSError):  # the service is gone
-            return
-        if items is None:
-            return
-        conn.send([_portable(outcome) for outcome in embedder(items)])
+    try:
+        while True:
+            try:
+                items = conn.recv()
+            except (EOFError, OSError):  # the service is gone
+                return
+            if items is None:
+                return
+            conn.send([_portable(outcome) for outcome in embedder(items)])
+    finally:
+        embedder.close()
 
 
 def _portable(outcome: Outcome) -> Outcome:
