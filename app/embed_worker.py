@@ -17,6 +17,7 @@ fails only its own request.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import signal
@@ -269,6 +270,10 @@ def _serve(conn: Connection, spec: RuntimeSpec, settings: Settings) -> None:
     except BaseException as exc:
         conn.send((False, f"{type(exc).__name__}: {exc}"))
         return
+    # This process lives for the model it loaded: keep its start-up out of full
+    # collections, as the service does (app/main.py, freeze_start_up_objects).
+    gc.collect()
+    gc.freeze()
     conn.send((True, None))
     try:
         while True:

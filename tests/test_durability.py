@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -82,9 +84,14 @@ def test_write_survives_kill_9(tmp_path: Path, model_dir: Path, backend: str) ->
         for seed in range(3):
             assert _index(server.url, seed, f"i{seed}").status_code == 200
         assert httpx.delete(f"{server.url}/index/i1").status_code == 200
+        worker = int(re.findall(r"embedding worker (\d+) ready", server.output())[-1])
     finally:
         server.kill()
     assert not (tmp_path / "data" / "index.faiss").exists(), "kill -9 must not snapshot"
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker), "the embedding worker outlived its service"
     with (
         live_server(env, tmp_path / "second.log") as server,
         httpx.Client(base_url=server.url) as c,
@@ -92,6 +99,14 @@ def test_write_survives_kill_9(tmp_path: Path, model_dir: Path, backend: str) ->
         assert c.get("/index").json()["count"] == 2
         assert _top(c, 2)["id"] == "i2"
         assert c.get("/index/i1").status_code == 404
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @local_only

@@ -186,3 +186,35 @@ def test_the_serving_process_loads_the_encoder_without_scikit_learn(model_dir: P
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_serving_process_keeps_its_start_up_out_of_full_collections(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """Only `python -m app serve` freezes (create_app(freeze_gc=True)): tests make many apps."""
+    code = (
+        "import asyncio, gc\n"
+        "from pathlib import Path\n"
+        "from app.config import Settings\n"
+        "from app.main import create_app\n"
+        "async def frozen(freeze):\n"
+        f"    settings = Settings(_env_file=None, model_dir=Path({str(model_dir)!r}),\n"
+        f"                        data_dir=Path({str(tmp_path)!r}) / str(freeze))\n"
+        "    app = create_app(settings, freeze_gc=freeze)\n"
+        "    async with app.router.lifespan_context(app):\n"
+        "        return gc.get_freeze_count()\n"
+        "if __name__ == '__main__':\n"
+        "    print(asyncio.run(frozen(False)), asyncio.run(frozen(True)) > 10_000)\n"
+    )
+    script = tmp_path / "freeze.py"
+    script.write_text(code)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "0 True"

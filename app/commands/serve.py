@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     with queued_logging():
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, freeze_gc=True),
             host=settings.host,
             port=settings.port,
             log_config=None,
