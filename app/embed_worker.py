@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import multiprocessing
 import signal
 import threading
 import time
@@ -31,6 +30,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
+from app.child_process import child_context
 from app.config import Settings
 from app.errors import EmbeddingUnavailable, LookalikeError
 from app.image_preparer import ImagePreparer
@@ -198,7 +198,7 @@ class EmbedWorker:
 
     def _start(self) -> None:
         started = time.perf_counter()
-        context = _context()
+        context = child_context()
         parent, child = context.Pipe()
         process = context.Process(
             target=_serve, args=(child, self._spec, self._settings), name="embed-worker"
@@ -241,20 +241,6 @@ class EmbedWorker:
             process.join()
         conn.close()
         return int(process.exitcode) if process.exitcode is not None else None
-
-
-def _context() -> Any:
-    """Worker processes fork from a clean server process, never from the busy service.
-
-    Forking the service itself would copy its threads' locks mid-use; the
-    fork server is started once, imports this module, and forks each worker
-    from that quiet state in milliseconds (a fresh interpreter takes ~0.5 s).
-    """
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
 
 
 def _serve(conn: Connection, spec: RuntimeSpec, settings: Settings) -> None:

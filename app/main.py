@@ -10,7 +10,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -80,12 +80,25 @@ def _build_state(settings: Settings, metrics: Metrics) -> AppState:
     threads = settings.thread_count
     limit_blas_threads(serving_threads(threads))
     model = serving_model(settings)
-    catalog = open_catalog(settings, model_id=model.model_id, embedding_dim=model.embedding_dim)
-    try:
-        embed = start_embedder(model, settings, on_restart=metrics.embed_worker_restarts.inc)
-    except BaseException:
-        catalog.close()
-        raise
+    # The embedding worker starts (and a new model converts) while the catalogue
+    # loads: at a million items each is a few seconds of a start.
+    with ThreadPoolExecutor(1, thread_name_prefix="start-embedder") as starter:
+        starting = starter.submit(
+            start_embedder, model, settings, on_restart=metrics.embed_worker_restarts.inc
+        )
+        try:
+            catalog = open_catalog(
+                settings, model_id=model.model_id, embedding_dim=model.embedding_dim
+            )
+        except BaseException:
+            with suppress(Exception):
+                starting.result().close()
+            raise
+        try:
+            embed = starting.result()
+        except BaseException:
+            catalog.close()
+            raise
     pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
     embedder = ImageEmbedder(
         ImagePreparer(model, settings),

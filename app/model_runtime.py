@@ -6,10 +6,10 @@ a batch at a time: the bundled model takes 0.5-0.8 ms an image at batch 8 and
 machine, and 0.25-0.3 ms either way through LiteRT's XNNPACK kernels
 (benchmarks/RESULTS.md, "Embedding one image"). So the service converts the
 Keras model once, checks the converted model against Keras on a probe batch,
-and keeps it under the data directory; later starts load it without importing
-TensorFlow at all. A model the converter refuses, or whose conversion
-disagrees with Keras, runs on TensorFlow, as does everything with
-`LOOKALIKE_MODEL_RUNTIME=tensorflow`.
+and keeps it under the data directory. The conversion runs in a child process,
+so the service itself never imports TensorFlow unless it serves with it. A
+model the converter refuses, or whose conversion disagrees with Keras, runs on
+TensorFlow, as does everything with `LOOKALIKE_MODEL_RUNTIME=tensorflow`.
 
 The two runtimes agree to about 1e-7 per embedding component (float32 rounding
 in a different order), far below anything a similarity score shows.
@@ -21,6 +21,7 @@ import contextlib
 import importlib.metadata
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -109,8 +110,8 @@ def load_model(spec: RuntimeSpec) -> EmbeddingModel:
 def prepare_runtime(info: ModelInfo, settings: Settings) -> RuntimeSpec:
     """The runtime for `info`: a LiteRT model from the cache, converted now, or TensorFlow.
 
-    Only a cache miss imports TensorFlow (to convert): a few seconds, once per
-    model and library version.
+    Only a cache miss imports TensorFlow, to convert, and in a process of its
+    own: a few seconds, once per model and library versions.
     """
     from app.encoder import serving_threads
 
@@ -125,16 +126,16 @@ def prepare_runtime(info: ModelInfo, settings: Settings) -> RuntimeSpec:
         log.warning("serving %s on TensorFlow: %s", info.model_id[:12], refused.read_text().strip())
         return RuntimeSpec("tensorflow", info, threads)
     started = time.perf_counter()
-    try:
-        reason = convert_to_litert(info, path, threads=threads)
-    except OSError as exc:  # a read-only data directory: convert for this run only
-        log.warning("cannot cache the LiteRT model in %s (%s)", path.parent, exc)
-        path = Path(tempfile.mkdtemp(prefix="lookalike-litert-")) / path.name
-        reason = convert_to_litert(info, path, threads=threads)
+    if "tensorflow" in sys.modules:  # already paid for here: no second import elsewhere
+        reason, path = _convert_where_possible(info, path, threads, AGREEMENT)
+        permanent = True
+    else:
+        reason, path, permanent = _convert_in_child(info, path, threads)
     if reason is not None:
         log.warning("serving %s on TensorFlow: %s", info.model_id[:12], reason)
-        with contextlib.suppress(OSError):
-            _write_atomically(refused, reason.encode())
+        if permanent:
+            with contextlib.suppress(OSError):
+                _write_atomically(refused, reason.encode())
         return RuntimeSpec("tensorflow", info, threads)
     log.info(
         "converted %s to LiteRT in %.2f s: %s",
@@ -143,6 +144,66 @@ def prepare_runtime(info: ModelInfo, settings: Settings) -> RuntimeSpec:
         path,
     )
     return RuntimeSpec("litert", info, threads, path)
+
+
+def _convert_in_child(info: ModelInfo, path: Path, threads: int) -> tuple[str | None, Path, bool]:
+    """Convert in a process of its own: (why not, where it went, whether that is final).
+
+    Converting means importing TensorFlow, which would stay in the service
+    for good: ~550 MiB more resident memory, for a model the service then runs
+    with LiteRT. A converter that crashes takes only its own process down;
+    its model is served by TensorFlow this time and converted again next start.
+    A process that has TensorFlow already (an online reindex, or tests)
+    converts in place: a child would import it again, 3-8 s.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from app.child_process import child_context
+
+    try:
+        with ProcessPoolExecutor(1, mp_context=child_context()) as converter:
+            reason, path, records = converter.submit(
+                _convert_and_report, info, path, threads, AGREEMENT
+            ).result()
+    except BrokenProcessPool as exc:
+        return f"the LiteRT converter's process died ({exc})", path, False
+    for level, message in records:
+        log.log(level, "converter: %s", message)
+    return reason, path, True
+
+
+def _convert_and_report(
+    info: ModelInfo, path: Path, threads: int, agreement: float
+) -> tuple[str | None, Path, list[tuple[int, str]]]:
+    """The converter process's work; its log lines go back to the service with the answer."""
+    recorder = _Recorder()
+    logger = logging.getLogger("lookalike")
+    logger.addHandler(recorder)
+    logger.setLevel(logging.INFO)
+    reason, path = _convert_where_possible(info, path, threads, agreement)
+    return reason, path, recorder.records
+
+
+def _convert_where_possible(
+    info: ModelInfo, path: Path, threads: int, agreement: float
+) -> tuple[str | None, Path]:
+    """Convert to `path`, or for this run only when its directory is read-only."""
+    try:
+        return convert_to_litert(info, path, threads=threads, agreement=agreement), path
+    except OSError as exc:
+        log.warning("cannot cache the LiteRT model in %s (%s)", path.parent, exc)
+        path = Path(tempfile.mkdtemp(prefix="lookalike-litert-")) / path.name
+        return convert_to_litert(info, path, threads=threads, agreement=agreement), path
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.levelno, record.getMessage()))
 
 
 def litert_cache_path(data_dir: Path, info: ModelInfo) -> Path:
@@ -157,7 +218,7 @@ def litert_cache_path(data_dir: Path, info: ModelInfo) -> Path:
     return data_dir / "litert" / name
 
 
-def convert_to_litert(info: ModelInfo, path: Path, *, threads: int) -> str | None:
+def convert_to_litert(info: ModelInfo, path: Path, *, threads: int, agreement: float) -> str | None:
     """Convert encoder.keras, check it against Keras, and write it to `path`.
 
     Returns why the model must stay on TensorFlow, or None when `path` holds
@@ -181,9 +242,9 @@ def convert_to_litert(info: ModelInfo, path: Path, *, threads: int) -> str | Non
     except Exception as exc:
         staging.unlink(missing_ok=True)
         return f"LiteRT could not run the converted model ({type(exc).__name__}: {exc})"
-    if not gap <= AGREEMENT:
+    if not gap <= agreement:
         staging.unlink(missing_ok=True)
-        return f"the converted model differs from Keras by {gap:.2e} (more than {AGREEMENT})"
+        return f"the converted model differs from Keras by {gap:.2e} (more than {agreement})"
     os.replace(staging, path)
     return None
 
