@@ -80,8 +80,8 @@ def _build_state(settings: Settings, metrics: Metrics) -> AppState:
     threads = settings.thread_count
     limit_blas_threads(serving_threads(threads))
     model = serving_model(settings)
-    # The embedding worker starts (and a new model converts) while the catalogue
-    # loads: at a million items each is a few seconds of a start.
+    # The embedding worker starts (and a new model converts, 5-10 s) while the
+    # catalogue loads (0.5-2 s at a million items, 3-5 s without a snapshot).
     with ThreadPoolExecutor(1, thread_name_prefix="start-embedder") as starter:
         starting = starter.submit(
             start_embedder, model, settings, on_restart=metrics.embed_worker_restarts.inc

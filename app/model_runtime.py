@@ -110,8 +110,9 @@ def load_model(spec: RuntimeSpec) -> EmbeddingModel:
 def prepare_runtime(info: ModelInfo, settings: Settings) -> RuntimeSpec:
     """The runtime for `info`: a LiteRT model from the cache, converted now, or TensorFlow.
 
-    Only a cache miss imports TensorFlow, to convert, and in a process of its
-    own: a few seconds, once per model and library versions.
+    Only a cache miss imports TensorFlow, to convert: in a process of its own
+    unless this one has TensorFlow already; a few seconds, once per model and
+    library versions.
     """
     from app.encoder import serving_threads
 
