@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from app.image_preparer import ImagePreparer
 from app.local_catalog import LocalCatalog
 from app.main import create_app
 from app.model_bundle import read_model_info
+from app.model_runtime import litert_cache_path
 from app.reindex import Reindexer
 from tests.conftest import backend_env, image_bytes, local_only
 
@@ -37,7 +39,9 @@ def _top(client: TestClient, data: bytes) -> dict:
 
 
 @pytest.mark.usefixtures("env")
-def test_import_a_folder_with_metadata_resumably(tmp_path: Path, make_settings) -> None:
+def test_import_a_folder_with_metadata_resumably(
+    tmp_path: Path, make_settings, model_dir: Path, data_dir: Path
+) -> None:
     folder = tmp_path / "photos"
     (folder / "shoes").mkdir(parents=True)
     (folder / "shoes" / "sku-1.png").write_bytes(image_bytes(1))
@@ -48,6 +52,8 @@ def test_import_a_folder_with_metadata_resumably(tmp_path: Path, make_settings) 
     meta.write_text(json.dumps({"id": "sku-1", "name": "red shoe"}) + "\n")
 
     assert main(["import", str(folder), "--metadata", str(meta)]) == 1  # one unreadable
+    # Converted for LiteRT while TensorFlow was loaded anyway: not at the service's start.
+    assert litert_cache_path(data_dir, read_model_info(model_dir)).is_file()
     with TestClient(create_app(make_settings())) as c:
         assert c.get("/index").json()["count"] == 2
         assert c.get("/index/sku-1").json()["metadata"] == {"name": "red shoe"}
@@ -76,7 +82,11 @@ def test_import_refuses_while_a_server_holds_the_catalogue(tmp_path: Path, make_
 
 @local_only
 def test_reindex_switches_the_catalogue_to_a_new_model(
-    monkeypatch: pytest.MonkeyPatch, make_settings, other_model_dir: Path, env: None
+    monkeypatch: pytest.MonkeyPatch,
+    make_settings,
+    other_model_dir: Path,
+    data_dir: Path,
+    env: None,
 ) -> None:
     with TestClient(create_app(make_settings())) as c:
         for seed in range(5):
@@ -88,7 +98,9 @@ def test_reindex_switches_the_catalogue_to_a_new_model(
         pass
 
     monkeypatch.setenv("LOOKALIKE_MODEL_DIR", str(other_model_dir))
+    shutil.rmtree(data_dir / "litert")  # the refused start above converted the new model too
     assert main(["reindex", "--model", str(other_model_dir)]) == 0
+    assert litert_cache_path(data_dir, read_model_info(other_model_dir)).is_file()
     with TestClient(create_app(make_settings(model_dir=other_model_dir))) as c:
         stats = c.get("/index").json()
         assert stats["count"] == 5

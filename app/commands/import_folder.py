@@ -26,6 +26,7 @@ from app.errors import InvalidField
 from app.form_fields import validate_id
 from app.image_preparer import ImagePreparer
 from app.model_bundle import read_model_info
+from app.model_runtime import prepare_for_serving
 
 log = logging.getLogger("lookalike.import")
 
@@ -144,4 +145,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"imported {stored} images, skipped {skipped} already indexed, {len(failures)} unreadable"
     )
+    print(prepare_for_serving(model, settings))
     return 0 if not failures else 1

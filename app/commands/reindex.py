@@ -24,6 +24,7 @@ from app.errors import CatalogBusy, InvalidField
 from app.image_preparer import ImagePreparer
 from app.local_catalog import SNAPSHOT_FILE, SNAPSHOT_META
 from app.model_bundle import read_model_info
+from app.model_runtime import prepare_for_serving
 from app.reindex import Reindexer
 
 
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         + (f", dropped {result.dropped} without a usable copy" if result.dropped else "")
         + f"; serve with LOOKALIKE_MODEL_DIR={args.model}"
     )
+    print(prepare_for_serving(model, settings))
     return 0
 
 
