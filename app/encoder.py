@@ -10,6 +10,7 @@ nowhere else in `app/`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -24,16 +25,18 @@ from app.native_logs import silenced_stderr
 log = logging.getLogger("lookalike.encoder")
 
 
-def import_tensorflow(threads: int) -> Any:
-    """Import TensorFlow quietly with a deliberate thread budget.
+def import_tensorflow(threads: int, *, quiet: bool = True) -> Any:
+    """Import TensorFlow with a deliberate thread budget, quietly unless told otherwise.
 
     Thread counts can only be set before TensorFlow runs its first op, so a
     second call in the same process (tests build many apps) keeps the first.
+    `quiet` silences stderr for the whole process while importing: false for a
+    process that is serving, whose log lines would be lost for those seconds.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # Turning oneDNN off to silence its notice would cost ~3x on CPU convolutions.
-    with silenced_stderr():
+    with silenced_stderr() if quiet else contextlib.nullcontext():
         import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)
@@ -61,9 +64,11 @@ def serving_threads(cores: int) -> int:
 class Encoder:
     """Embeds uint8 image batches; thread-safe, one model call at a time."""
 
-    def __init__(self, info: ModelInfo, *, threads: int, warmup_batch: int = 1) -> None:
+    def __init__(
+        self, info: ModelInfo, *, threads: int, warmup_batch: int = 1, quiet_import: bool = True
+    ) -> None:
         importing = time.perf_counter()
-        tf = import_tensorflow(threads)
+        tf = import_tensorflow(threads, quiet=quiet_import)
         import keras
 
         started = time.perf_counter()

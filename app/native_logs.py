@@ -18,7 +18,8 @@ def silenced_stderr() -> Iterator[None]:
     """File descriptor 2 on /dev/null for the block.
 
     Process-wide: other threads' stderr is lost meanwhile, so it wraps only
-    start-up steps (an import, building an interpreter), never requests.
+    start-up steps (TensorFlow's import before serving, building an
+    interpreter: milliseconds), never anything that lasts while requests run.
     """
     sys.stderr.flush()
     saved = os.dup(2)

@@ -103,6 +103,8 @@ class OnlineReindex:
                 model,
                 threads=state.settings.thread_count,
                 warmup_batch=state.settings.batch_max_size,
+                # The service answers meanwhile: its access log must not go quiet.
+                quiet_import=False,
             )
         )
         preparer = ImagePreparer(model, state.settings)

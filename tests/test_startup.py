@@ -199,7 +199,7 @@ def test_the_serving_process_keeps_its_start_up_out_of_full_collections(
         "from app.main import create_app\n"
         "async def frozen(freeze):\n"
         f"    settings = Settings(_env_file=None, model_dir=Path({str(model_dir)!r}),\n"
-        f"                        data_dir=Path({str(tmp_path)!r}) / str(freeze))\n"
+        f"                        data_dir=Path({str(tmp_path)!r}) / 'data')\n"
         "    app = create_app(settings, freeze_gc=freeze)\n"
         "    async with app.router.lifespan_context(app):\n"
         "        return gc.get_freeze_count()\n"
