@@ -20,6 +20,20 @@ MODEL_FILE = "model.json"
 
 
 @dataclass(frozen=True)
+class ExportedLiteRt:
+    """The exporter's LiteRT conversion of encoder.keras, and the probe that checks it.
+
+    The probe holds a few images and the embeddings Keras gave them at export,
+    so LiteRT alone can show that the file embeds as encoder.keras does.
+    """
+
+    path: Path
+    sha256: str
+    model_id: str
+    probe_path: Path
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What the service needs to know about a model, from its model.json."""
 
@@ -29,6 +43,7 @@ class ModelInfo:
     embedding_dim: int
     match_threshold: float
     duplicate_threshold: float | None = None
+    litert: ExportedLiteRt | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -82,6 +97,7 @@ def read_model_info(model_dir: Path, *, verify_hash: bool = True) -> ModelInfo:
             embedding_dim=int(raw["embedding_dim"]),
             match_threshold=float(raw["match_threshold"]),
             duplicate_threshold=None if duplicate is None else float(duplicate),
+            litert=_exported_litert(model_dir, raw.get("litert")),
             raw=raw,
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -94,3 +110,18 @@ def read_model_info(model_dir: Path, *, verify_hash: bool = True) -> ModelInfo:
             "the encoder was replaced without re-exporting the model directory"
         )
     return info
+
+
+def _exported_litert(model_dir: Path, entry: Any) -> ExportedLiteRt | None:
+    """model.json's optional "litert" entry; its files are checked when the model loads."""
+    if entry is None:
+        return None
+    names = [str(entry["file"]), str(entry["probe"])]
+    if any(Path(name).name != name or name in {".", ".."} for name in names):
+        raise ValueError(f"litert names files outside the model directory: {names}")
+    return ExportedLiteRt(
+        path=model_dir / names[0],
+        sha256=str(entry["sha256"]),
+        model_id=str(entry["model_id"]),
+        probe_path=model_dir / names[1],
+    )

@@ -4,10 +4,12 @@ encoder.keras is the contract, but TensorFlow is a heavy way to run a small CNN
 a batch at a time: the bundled model takes 0.5-0.8 ms an image at batch 8 and
 1.0-1.5 ms alone through a traced TensorFlow function on the 2-core benchmark
 machine, and 0.25-0.3 ms either way through LiteRT's XNNPACK kernels
-(benchmarks/RESULTS.md, "Embedding one image"). So the service converts the
-Keras model once, checks the converted model against Keras on a probe batch,
-and keeps it under the data directory. The conversion runs in a child process,
-so the service itself never imports TensorFlow unless it serves with it. A
+(benchmarks/RESULTS.md, "Embedding one image"). So the service runs a LiteRT
+conversion: the exporter's encoder.tflite, checked with LiteRT against the
+embeddings Keras gave its probe images, or, for a model exported without one,
+a conversion of its own, checked against Keras on a probe batch. Either is
+kept under the data directory. The service's own conversion runs in a child
+process, so the service never imports TensorFlow unless it serves with it. A
 model the converter refuses, or whose conversion disagrees with Keras, runs on
 TensorFlow, as does everything with `LOOKALIKE_MODEL_RUNTIME=tensorflow`.
 
@@ -108,11 +110,12 @@ def load_model(spec: RuntimeSpec) -> EmbeddingModel:
 
 
 def prepare_runtime(info: ModelInfo, settings: Settings) -> RuntimeSpec:
-    """The runtime for `info`: a LiteRT model from the cache, converted now, or TensorFlow.
+    """The runtime for `info`: a LiteRT model from the cache, the exporter's, converted now, or TF.
 
-    Only a cache miss imports TensorFlow, to convert: in a process of its own
-    unless this one has TensorFlow already; a few seconds, once per model and
-    library versions.
+    Only a cache miss on a model exported without a LiteRT file (or with one
+    that fails its check) imports TensorFlow, to convert: in a process of its
+    own unless this one has TensorFlow already; a few seconds, once per model
+    and library versions.
     """
     from app.encoder import serving_threads
 
@@ -123,6 +126,10 @@ def prepare_runtime(info: ModelInfo, settings: Settings) -> RuntimeSpec:
     refused = path.with_suffix(".refused")
     if path.is_file():
         return RuntimeSpec("litert", info, threads, path)
+    if info.litert is not None:
+        exported = _adopt_exported(info, path, threads)
+        if exported is not None:
+            return RuntimeSpec("litert", info, threads, exported)
     if refused.is_file():
         log.warning("serving %s on TensorFlow: %s", info.model_id[:12], refused.read_text().strip())
         return RuntimeSpec("tensorflow", info, threads)
@@ -145,6 +152,53 @@ def prepare_runtime(info: ModelInfo, settings: Settings) -> RuntimeSpec:
         path,
     )
     return RuntimeSpec("litert", info, threads, path)
+
+
+def _adopt_exported(info: ModelInfo, cache: Path, threads: int) -> Path | None:
+    """The exporter's LiteRT file, checked and copied into the cache; None if it fails its check.
+
+    The check runs the file on its probe with LiteRT alone, a few milliseconds,
+    so a model exported with its conversion never costs a start the
+    TensorFlow import. A file that fails is left alone and encoder.keras is
+    converted as if the exporter had not written one.
+    """
+    assert info.litert is not None
+    exported = info.litert
+    reason = _check_exported(info, threads)
+    if reason is not None:
+        log.warning("not using %s: %s; converting encoder.keras instead", exported.path, reason)
+        return None
+    try:
+        _write_atomically(cache, exported.path.read_bytes())
+    except OSError as exc:
+        log.warning("cannot cache the LiteRT model in %s (%s)", cache.parent, exc)
+        cache = exported.path
+    log.info("serving %s with the exporter's LiteRT file: %s", info.model_id[:12], cache)
+    return cache
+
+
+def _check_exported(info: ModelInfo, threads: int) -> str | None:
+    """Why the exporter's LiteRT file must not be served, or None when it embeds as Keras did."""
+    from app.model_bundle import file_sha256
+
+    assert info.litert is not None
+    exported = info.litert
+    if exported.model_id != info.model_id:
+        return f"it was converted from model {exported.model_id[:12]}, not this encoder.keras"
+    try:
+        if file_sha256(exported.path) != exported.sha256:
+            return "its sha256 differs from model.json's"
+        with np.load(exported.probe_path) as probe:
+            images, expected = probe["images"], probe["embeddings"]
+        got = LiteRtModel(exported.path, info, threads=threads).embed(images)
+    except Exception as exc:  # a missing, truncated or foreign file: all mean "convert"
+        return f"{type(exc).__name__}: {exc}"
+    if got.shape != expected.shape:
+        return f"it embeds the probe as {got.shape}, the probe says {expected.shape}"
+    gap = float(np.max(np.abs(got - expected), initial=0.0))
+    if not gap <= AGREEMENT:
+        return f"it differs from Keras on its probe by {gap:.2e} (more than {AGREEMENT})"
+    return None
 
 
 def prepare_for_serving(info: ModelInfo, settings: Settings) -> str:

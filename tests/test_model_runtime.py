@@ -40,38 +40,43 @@ def test_litert_embeds_like_keras_at_every_batch_size(model_dir: Path, tmp_path:
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-def test_the_service_never_imports_tensorflow_to_convert_or_to_reuse(
-    model_dir: Path, tmp_path: Path
-) -> None:
-    code = (
-        "import sys\n"
+def start_as_the_service(model_dir: Path, data_dir: Path) -> tuple[str, str]:
+    """Prepare and load the model in a fresh process, as a start does: (its answer, its log).
+
+    The answer is the runtime and whether TensorFlow or Keras were imported.
+    """
+    script = data_dir / "start.py"
+    script.write_text(
+        "import logging, sys\n"
         "from pathlib import Path\n"
         "import numpy as np\n"
         "from app.config import Settings\n"
         "from app.model_bundle import read_model_info\n"
         "from app.model_runtime import load_model, prepare_runtime\n"
         "if __name__ == '__main__':\n"
+        "    logging.basicConfig(level=logging.INFO)\n"
         f"    info = read_model_info(Path({str(model_dir)!r}))\n"
-        f"    settings = Settings(_env_file=None, data_dir=Path({str(tmp_path)!r}))\n"
+        f"    settings = Settings(_env_file=None, data_dir=Path({str(data_dir)!r}))\n"
         "    spec = prepare_runtime(info, settings)\n"
         "    load_model(spec).embed(np.zeros((2, *info.image_size, 3), np.uint8))\n"
         "    print(spec.runtime, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
-    script = tmp_path / "start.py"
-    script.write_text(code)
-    info = read_model_info(model_dir)
-    path = litert_cache_path(tmp_path, info)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1], out.stderr
 
-    def start() -> str:
-        out = subprocess.run(
-            [sys.executable, str(script)], capture_output=True, text=True, timeout=180, check=False
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        return out.stdout.strip().splitlines()[-1]
 
-    assert start() == "litert False False"  # converted, in a process of its own
+def test_the_service_never_imports_tensorflow_to_convert_or_to_reuse(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    path = litert_cache_path(tmp_path, read_model_info(model_dir))
+    answer, log = start_as_the_service(model_dir, tmp_path)
+    assert answer == "litert False False"  # converted, in a process of its own
+    assert "converted" in log
     written = path.stat().st_mtime_ns
-    assert start() == "litert False False"  # reused
+    assert start_as_the_service(model_dir, tmp_path)[0] == "litert False False"  # reused
     assert path.stat().st_mtime_ns == written
 
 
@@ -101,3 +106,84 @@ def test_tensorflow_is_served_when_asked_for(model_dir: Path, tmp_path: Path) ->
     assert not (tmp_path / "litert").exists()
     images = np.zeros((2, *info.image_size, 3), np.uint8)
     assert load_model(spec).embed(images).shape == (2, info.embedding_dim)
+
+
+@pytest.fixture(scope="module")
+def exported_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory whose exporter wrote encoder.tflite and its probe."""
+    from tests.conftest import write_model_dir
+    from training.export import add_litert
+
+    path = write_model_dir(tmp_path_factory.mktemp("models") / "exported", seed=3)
+    add_litert(path)
+    return path
+
+
+def test_a_model_exported_with_its_litert_file_starts_without_converting(
+    exported_model_dir: Path, tmp_path: Path
+) -> None:
+    answer, log = start_as_the_service(exported_model_dir, tmp_path)
+    assert answer == "litert False False"
+    assert "with the exporter's LiteRT file" in log
+    assert "converted" not in log
+    assert "converter" not in log
+    info = read_model_info(exported_model_dir)
+    cached = litert_cache_path(tmp_path, info)
+    assert cached.read_bytes() == (exported_model_dir / "encoder.tflite").read_bytes()
+
+
+def _shift_probe(model: Path) -> None:
+    with np.load(model / "litert-probe.npz") as probe:
+        images, embeddings = probe["images"], probe["embeddings"]
+    np.savez(model / "litert-probe.npz", images=images, embeddings=embeddings + 0.01)
+
+
+def _edit_model_json(model: Path, edit: Any) -> None:
+    import json
+
+    meta = json.loads((model / "model.json").read_text())
+    edit(meta["litert"])
+    (model / "model.json").write_text(json.dumps(meta))
+
+
+TAMPERING = {
+    "probe disagrees": _shift_probe,
+    "file changed": lambda m: (m / "encoder.tflite").write_bytes(b"not a flatbuffer"),
+    "file missing": lambda m: (m / "encoder.tflite").unlink(),
+    "another model's": lambda m: _edit_model_json(m, lambda e: e.update(model_id="0" * 64)),
+    "sha256 differs": lambda m: _edit_model_json(m, lambda e: e.update(sha256="0" * 64)),
+}
+
+
+@pytest.mark.parametrize("tampering", list(TAMPERING))
+def test_an_exported_litert_file_that_fails_its_check_is_converted_again(
+    exported_model_dir: Path, tmp_path: Path, tampering: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    model = shutil.copytree(exported_model_dir, tmp_path / "model")
+    TAMPERING[tampering](model)
+    info = read_model_info(model)
+    with caplog.at_level("INFO", logger="lookalike.model"):
+        spec = prepare_runtime(info, settings_for(model, tmp_path / "data"))
+    assert spec.runtime == "litert"
+    assert spec.litert_path == litert_cache_path(tmp_path / "data", info)
+    assert "converting encoder.keras instead" in caplog.text
+    assert "converted" in caplog.text
+    images = np.random.default_rng(2).integers(0, 256, (3, *info.image_size, 3), np.uint8)
+    np.testing.assert_allclose(
+        load_model(spec).embed(images), Encoder(info, threads=1).embed(images), atol=1e-5
+    )
+
+
+def test_model_json_cannot_point_the_litert_file_outside_the_model(
+    exported_model_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from app.errors import ModelDirectoryError
+
+    model = shutil.copytree(exported_model_dir, tmp_path / "model")
+    _edit_model_json(model, lambda e: e.update(file="../elsewhere.tflite"))
+    with pytest.raises(ModelDirectoryError, match="outside the model directory"):
+        read_model_info(model)

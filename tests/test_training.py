@@ -324,3 +324,88 @@ def test_ensemble_size_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "--ensemble" in err
     with pytest.raises(SystemExit):
         main(["train", "--out", str(tmp_path / "m"), "--ensemble", "0"])
+
+
+def test_export_writes_a_litert_file_that_embeds_like_the_encoder(
+    digits_model: tuple[Path, dict],
+) -> None:
+    import keras
+
+    from training.litert import run_litert
+
+    out, meta = digits_model
+    litert = meta["litert"]
+    assert litert["file"] == "encoder.tflite"
+    assert litert["probe"] == "litert-probe.npz"
+    assert litert["model_id"] == meta["model_id"]
+    flatbuffer = (out / "encoder.tflite").read_bytes()
+    assert litert["sha256"] == hashlib.sha256(flatbuffer).hexdigest()
+    assert 0 <= litert["max_difference"] <= 1e-4
+    encoder = keras.saving.load_model(out / "encoder.keras")
+    with np.load(out / "litert-probe.npz") as probe:
+        images, embeddings = probe["images"], probe["embeddings"]
+    assert images.dtype == np.uint8
+    assert images.shape[1:] == (16, 16, 3)
+    np.testing.assert_allclose(
+        embeddings, encoder(images.astype("float32"), training=False), atol=1e-6
+    )
+    fresh = np.random.default_rng(5).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        run_litert(flatbuffer, fresh), encoder(fresh.astype("float32"), training=False), atol=1e-5
+    )
+
+
+def test_litert_command_adds_the_file_to_a_model_exported_without_one(
+    digits_model: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    out, meta = digits_model
+    older = shutil.copytree(out, tmp_path / "older")
+    (older / "encoder.tflite").unlink()
+    (older / "litert-probe.npz").unlink()
+    without = {key: value for key, value in meta.items() if key != "litert"}
+    (older / "model.json").write_text(json.dumps(without))
+    code, stdout, _ = run(["litert", "--model", str(older)], capsys)
+    assert code == 0
+    assert "encoder.tflite" in stdout
+    added = json.loads((older / "model.json").read_text())
+    assert {key: value for key, value in added.items() if key != "litert"} == without
+    assert (
+        added["litert"]["sha256"]
+        == hashlib.sha256((older / "encoder.tflite").read_bytes()).hexdigest()
+    )
+    assert (older / "litert-probe.npz").is_file()
+    assert not list(older.glob(".export-*"))
+    (older / "encoder.keras").write_bytes(b"replaced")
+    code, _, stderr = run(["litert", "--model", str(older)], capsys)
+    assert code == 2
+    assert "does not match the model_id" in stderr
+
+
+def test_an_encoder_litert_cannot_match_is_exported_without_the_file(
+    digits_model: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import keras
+
+    from training import litert
+    from training.export import LiteRtWarning, export_model
+
+    out, meta = digits_model
+    target = shutil.copytree(out, tmp_path / "again")  # an earlier export's LiteRT file is there
+    monkeypatch.setattr(litert, "AGREEMENT", -1.0)  # no conversion is close enough
+    with pytest.warns(LiteRtWarning, match="differs from Keras"):
+        exported = export_model(
+            keras.saving.load_model(out / "encoder.keras"),
+            target,
+            image_size=(16, 16),
+            match_threshold=meta["match_threshold"],
+            provenance={"dataset": "digits", "loss": "multisimilarity", "epochs": 1},
+            evaluation={},
+        )
+    assert "litert" not in exported
+    assert not (target / "encoder.tflite").exists()
+    assert not (target / "litert-probe.npz").exists()
+    assert json.loads((target / "model.json").read_text()) == exported

@@ -1,4 +1,4 @@
-"""`python -m training train | evaluate | report`: the command line, kept free of TensorFlow.
+"""`python -m training train | evaluate | report | litert`: the command line, free of TensorFlow.
 
 Parsing imports nothing heavy, so `--help` and argument errors answer at once;
 TensorFlow is configured (threads, quiet logs) and imported only when a
@@ -284,6 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _runtime_options(evaluate)
 
+    litert = commands.add_parser(
+        "litert",
+        help="add the LiteRT file to a model directory exported without one",
+        description="Convert encoder.keras for LiteRT and write encoder.tflite, its probe and "
+        "model.json's litert entry, so the service starts without converting it. The "
+        "model_id does not change.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    litert.add_argument(
+        "--model", type=Path, default=Path("models/default"), help="model directory"
+    )
+    _runtime_options(litert)
+
     shown = ReportOptions()
     report = commands.add_parser(
         "report",
@@ -397,6 +410,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(train_config(args))
+        if args.command == "litert":
+            from training.export import add_litert
+
+            litert = add_litert(args.model)["litert"]
+            print(
+                f"wrote {args.model / litert['file']} (LiteRT within "
+                f"{litert['max_difference']:.1e} of Keras on its probe)"
+            )
+            return 0
         if args.command == "report":
             from training.report import run_report
 
@@ -463,4 +485,6 @@ def _train(config: TrainConfig) -> int:
     print(
         f"exported {config.out} (model_id {meta['model_id'][:12]}; {kept}; {result.seconds:.0f} s)"
     )
+    if "litert" not in meta:
+        print("  without encoder.tflite: the service converts the model at its first start")
     return 0

@@ -14,6 +14,7 @@ import json
 import platform
 import shutil
 import tempfile
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.image_files import PREPROCESSING
+from training.litert import LiteRtConversionError, convert_encoder
 
 if TYPE_CHECKING:
     import keras
@@ -29,6 +31,15 @@ FORMAT_VERSION = 1
 ENCODER_FILE = "encoder.keras"
 MODEL_JSON = "model.json"
 HISTORY_JSON = "history.json"
+LITERT_FILE = "encoder.tflite"
+PROBE_FILE = "litert-probe.npz"
+# In the order they are moved in: model.json last, so whoever reads it finds
+# the files it describes already in place.
+EXPORTED_FILES = (ENCODER_FILE, LITERT_FILE, PROBE_FILE, HISTORY_JSON, MODEL_JSON)
+
+
+class LiteRtWarning(UserWarning):
+    """The model was exported without its LiteRT file; the service converts it at start."""
 
 
 class ContractError(Exception):
@@ -74,10 +85,13 @@ def export_model(
     duplicate_threshold: float | None = None,
     history: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
-    """Write encoder.keras, model.json (and history.json) into `out_dir`; returns model.json.
+    """Write encoder.keras, its LiteRT file, model.json (and history.json); returns model.json.
 
     `provenance` must name at least `dataset`, `loss` and `epochs`; `created_at`
-    and `library_versions` are added here so every export carries them.
+    and `library_versions` are added here so every export carries them. An
+    encoder that LiteRT cannot run exactly is exported without encoder.tflite
+    (a LiteRtWarning says why): the service then converts it, or runs it on
+    TensorFlow.
     """
     embedding_dim = int(encoder.output_shape[-1])
     check_encoder(encoder, image_size, embedding_dim)
@@ -109,17 +123,77 @@ def export_model(
         }
         if duplicate_threshold is not None:
             meta["duplicate_threshold"] = float(duplicate_threshold)
+        litert = _write_litert(encoder, image_size, meta["model_id"], staging)
+        if litert is not None:
+            meta["litert"] = litert
         _write_json(staging / MODEL_JSON, meta)
         if history is not None:
             _write_json(staging / HISTORY_JSON, history)
-        # The encoder goes first and model.json last: whoever sees the new
-        # model.json finds the encoder it describes already in place.
-        for name in (ENCODER_FILE, HISTORY_JSON, MODEL_JSON):
-            if (staging / name).exists():
-                shutil.move(staging / name, out_dir / name)
-            else:
-                (out_dir / name).unlink(missing_ok=True)
+        _move_in(staging, out_dir)
     return meta
+
+
+def add_litert(model_dir: Path) -> dict[str, Any]:
+    """Give an exported model directory its LiteRT file; returns the new model.json.
+
+    For directories exported before the exporter wrote one, or whose
+    conversion a library upgrade now makes possible. encoder.keras and the
+    model_id stay as they are, so catalogues built with the model keep it.
+    """
+    import keras
+
+    meta = read_model_json(model_dir)
+    encoder_path = model_dir / ENCODER_FILE
+    if hashlib.sha256(encoder_path.read_bytes()).hexdigest() != meta.get("model_id"):
+        raise ContractError(f"{encoder_path} does not match the model_id in {MODEL_JSON}")
+    encoder = keras.saving.load_model(encoder_path, compile=False)
+    height, width = (int(v) for v in meta["image_size"])
+    with tempfile.TemporaryDirectory(dir=model_dir, prefix=".export-") as staging_name:
+        staging = Path(staging_name)
+        try:
+            meta["litert"] = _litert_files(encoder, (height, width), meta["model_id"], staging)
+        except LiteRtConversionError as exc:
+            raise ContractError(str(exc)) from exc
+        _write_json(staging / MODEL_JSON, meta)
+        for name in (LITERT_FILE, PROBE_FILE, MODEL_JSON):
+            shutil.move(staging / name, model_dir / name)
+    return meta
+
+
+def _write_litert(
+    encoder: keras.Model, image_size: tuple[int, int], model_id: str, staging: Path
+) -> dict[str, Any] | None:
+    try:
+        return _litert_files(encoder, image_size, model_id, staging)
+    except LiteRtConversionError as exc:
+        warnings.warn(f"exported without {LITERT_FILE}: {exc}", LiteRtWarning, stacklevel=3)
+        return None
+
+
+def _litert_files(
+    encoder: keras.Model, image_size: tuple[int, int], model_id: str, staging: Path
+) -> dict[str, Any]:
+    """Write encoder.tflite and its probe into `staging`; returns model.json's "litert"."""
+    converted = convert_encoder(encoder, image_size)
+    (staging / LITERT_FILE).write_bytes(converted.flatbuffer)
+    with (staging / PROBE_FILE).open("wb") as f:
+        np.savez(f, images=converted.probe_images, embeddings=converted.probe_embeddings)
+    return {
+        "file": LITERT_FILE,
+        "model_id": model_id,
+        "sha256": hashlib.sha256(converted.flatbuffer).hexdigest(),
+        "probe": PROBE_FILE,
+        "max_difference": converted.max_difference,
+    }
+
+
+def _move_in(staging: Path, out_dir: Path) -> None:
+    """Replace the export in `out_dir` by the one in `staging`, file by file."""
+    for name in EXPORTED_FILES:
+        if (staging / name).exists():
+            shutil.move(staging / name, out_dir / name)
+        else:
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def _write_json(path: Path, value: Any) -> None:
