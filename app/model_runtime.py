@@ -34,7 +34,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from app.config import Settings
-from app.model_bundle import ModelInfo
+from app.model_bundle import ExportedLiteRt, ModelInfo, file_sha256
 from app.native_logs import silenced_stderr
 
 log = logging.getLogger("lookalike.model")
@@ -127,9 +127,9 @@ def prepare_runtime(info: ModelInfo, settings: Settings) -> RuntimeSpec:
     if path.is_file():
         return RuntimeSpec("litert", info, threads, path)
     if info.litert is not None:
-        exported = _adopt_exported(info, path, threads)
-        if exported is not None:
-            return RuntimeSpec("litert", info, threads, exported)
+        adopted = _adopt_exported(info, info.litert, path, threads)
+        if adopted is not None:
+            return RuntimeSpec("litert", info, threads, adopted)
     if refused.is_file():
         log.warning("serving %s on TensorFlow: %s", info.model_id[:12], refused.read_text().strip())
         return RuntimeSpec("tensorflow", info, threads)
@@ -154,7 +154,9 @@ def prepare_runtime(info: ModelInfo, settings: Settings) -> RuntimeSpec:
     return RuntimeSpec("litert", info, threads, path)
 
 
-def _adopt_exported(info: ModelInfo, cache: Path, threads: int) -> Path | None:
+def _adopt_exported(
+    info: ModelInfo, exported: ExportedLiteRt, cache: Path, threads: int
+) -> Path | None:
     """The exporter's LiteRT file, checked and copied into the cache; None if it fails its check.
 
     The check runs the file on its probe with LiteRT alone, a few milliseconds,
@@ -162,9 +164,7 @@ def _adopt_exported(info: ModelInfo, cache: Path, threads: int) -> Path | None:
     TensorFlow import. A file that fails is left alone and encoder.keras is
     converted as if the exporter had not written one.
     """
-    assert info.litert is not None
-    exported = info.litert
-    reason = _check_exported(info, threads)
+    reason = _check_exported(info, exported, threads)
     if reason is not None:
         log.warning("not using %s: %s; converting encoder.keras instead", exported.path, reason)
         return None
@@ -177,12 +177,8 @@ def _adopt_exported(info: ModelInfo, cache: Path, threads: int) -> Path | None:
     return cache
 
 
-def _check_exported(info: ModelInfo, threads: int) -> str | None:
+def _check_exported(info: ModelInfo, exported: ExportedLiteRt, threads: int) -> str | None:
     """Why the exporter's LiteRT file must not be served, or None when it embeds as Keras did."""
-    from app.model_bundle import file_sha256
-
-    assert info.litert is not None
-    exported = info.litert
     if exported.model_id != info.model_id:
         return f"it was converted from model {exported.model_id[:12]}, not this encoder.keras"
     try:
