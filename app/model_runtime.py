@@ -97,7 +97,11 @@ class LiteRtModel:
                 self._batch = len(images)
             self._interpreter.set_tensor(self._input, images)
             self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output)
+            out: np.ndarray = self._interpreter.get_tensor(self._output)
+        # XNNPACK normalises an all-zero vector to NaN (0/0) where Keras'
+        # UnitNormalization gives zeros: an all-black image through a head
+        # without bias does it, and NaN must not reach the index.
+        return np.nan_to_num(out, copy=False, nan=0.0)
 
 
 def load_model(spec: RuntimeSpec) -> EmbeddingModel:

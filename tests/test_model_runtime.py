@@ -40,6 +40,16 @@ def test_litert_embeds_like_keras_at_every_batch_size(model_dir: Path, tmp_path:
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+def test_litert_embeds_an_all_zero_vector_as_keras_does(model_dir: Path, tmp_path: Path) -> None:
+    """The tiny model has no biases: a black image reaches normalisation as zeros."""
+    info = read_model_info(model_dir)
+    lite = load_model(prepare_runtime(info, settings_for(model_dir, tmp_path)))
+    black = np.zeros((2, *info.image_size, 3), np.uint8)
+    keras = Encoder(info, threads=1).embed(black)
+    np.testing.assert_array_equal(keras, 0.0)
+    np.testing.assert_array_equal(lite.embed(black), keras)
+
+
 def start_as_the_service(model_dir: Path, data_dir: Path) -> tuple[str, str]:
     """Prepare and load the model in a fresh process, as a start does: (its answer, its log).
 
@@ -187,3 +197,29 @@ def test_model_json_cannot_point_the_litert_file_outside_the_model(
     _edit_model_json(model, lambda e: e.update(file="../elsewhere.tflite"))
     with pytest.raises(ModelDirectoryError, match="outside the model directory"):
         read_model_info(model)
+
+
+def test_a_data_directory_that_cannot_hold_the_cache_converts_for_this_run_only(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "litert").write_text("a file where the cache directory should be")
+    info = read_model_info(model_dir)
+    spec = prepare_runtime(info, settings_for(model_dir, tmp_path))
+    assert spec.runtime == "litert"
+    assert spec.litert_path is not None
+    assert not spec.litert_path.is_relative_to(tmp_path)  # a temporary directory instead
+    images = np.zeros((2, *info.image_size, 3), np.uint8)
+    np.testing.assert_allclose(
+        load_model(spec).embed(images), Encoder(info, threads=1).embed(images), atol=1e-5
+    )
+    assert not (tmp_path / "litert").with_suffix(".refused").exists()
+
+
+def test_an_exported_litert_file_is_served_in_place_when_the_cache_cannot_be_written(
+    exported_model_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "litert").write_text("a file where the cache directory should be")
+    spec = prepare_runtime(
+        read_model_info(exported_model_dir), settings_for(exported_model_dir, tmp_path)
+    )
+    assert (spec.runtime, spec.litert_path) == ("litert", exported_model_dir / "encoder.tflite")
