@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,10 +51,10 @@ def test_litert_embeds_an_all_zero_vector_as_keras_does(model_dir: Path, tmp_pat
     np.testing.assert_array_equal(lite.embed(black), keras)
 
 
-def start_as_the_service(model_dir: Path, data_dir: Path) -> tuple[str, str]:
-    """Prepare and load the model in a fresh process, as a start does: (its answer, its log).
+def start_script(model_dir: Path, data_dir: Path) -> list[str]:
+    """A command that prepares and loads the model in a fresh process, as a start does.
 
-    The answer is the runtime and whether TensorFlow or Keras were imported.
+    It prints the runtime and whether TensorFlow or Keras were imported.
     """
     script = data_dir / "start.py"
     script.write_text(
@@ -71,8 +72,13 @@ def start_as_the_service(model_dir: Path, data_dir: Path) -> tuple[str, str]:
         "    load_model(spec).embed(np.zeros((2, *info.image_size, 3), np.uint8))\n"
         "    print(spec.runtime, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
+    return [sys.executable, str(script)]
+
+
+def start_as_the_service(model_dir: Path, data_dir: Path) -> tuple[str, str]:
+    """Run `start_script`: (its answer, its log)."""
     out = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=180, check=False
+        start_script(model_dir, data_dir), capture_output=True, text=True, timeout=180, check=False
     )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip().splitlines()[-1], out.stderr
@@ -223,3 +229,47 @@ def test_an_exported_litert_file_is_served_in_place_when_the_cache_cannot_be_wri
         read_model_info(exported_model_dir), settings_for(exported_model_dir, tmp_path)
     )
     assert (spec.runtime, spec.litert_path) == ("litert", exported_model_dir / "encoder.tflite")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_converter_that_dies_leaves_the_model_on_tensorflow_for_this_start_only(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """The converter is killed while it imports TensorFlow, as the kernel's OOM killer would."""
+    import signal
+    import time
+
+    service = subprocess.Popen(
+        start_script(model_dir, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        converters: list[int] = []
+        while not converters and time.monotonic() < deadline and service.poll() is None:
+            # The service's children are its fork server (and multiprocessing's
+            # resource tracker); the converter is forked by the fork server.
+            converters = [c for child in _children(service.pid) for c in _children(child)]
+            time.sleep(0.02)
+        assert converters, "no converter process appeared"
+        for pid in converters:
+            os.kill(pid, signal.SIGKILL)
+        stdout, stderr = service.communicate(timeout=180)
+    finally:
+        service.kill()
+    assert service.returncode == 0, stderr[-2000:]
+    assert stdout.strip().splitlines()[-1] == "tensorflow True True"
+    assert "the LiteRT converter's process died" in stderr
+    path = litert_cache_path(tmp_path, read_model_info(model_dir))
+    assert not path.with_suffix(".refused").exists()  # no verdict: the next start converts
+    assert start_as_the_service(model_dir, tmp_path)[0] == "litert False False"
