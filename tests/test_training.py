@@ -377,6 +377,10 @@ def test_litert_command_adds_the_file_to_a_model_exported_without_one(
     )
     assert (older / "litert-probe.npz").is_file()
     assert not list(older.glob(".export-*"))
+    (older / "model.json").write_text(json.dumps({**without, "image_size": 32}))
+    code, _, stderr = run(["litert", "--model", str(older)], capsys)
+    assert code == 2
+    assert "no usable image_size" in stderr
     (older / "encoder.keras").write_bytes(b"replaced")
     code, _, stderr = run(["litert", "--model", str(older)], capsys)
     assert code == 2

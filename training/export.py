@@ -146,8 +146,11 @@ def add_litert(model_dir: Path) -> dict[str, Any]:
     encoder_path = model_dir / ENCODER_FILE
     if hashlib.sha256(encoder_path.read_bytes()).hexdigest() != meta.get("model_id"):
         raise ContractError(f"{encoder_path} does not match the model_id in {MODEL_JSON}")
+    try:
+        height, width = (int(v) for v in meta["image_size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ContractError(f"{MODEL_JSON} has no usable image_size ({exc!r})") from exc
     encoder = keras.saving.load_model(encoder_path, compile=False)
-    height, width = (int(v) for v in meta["image_size"])
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=".export-") as staging_name:
         staging = Path(staging_name)
         try:
