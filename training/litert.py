@@ -30,7 +30,7 @@ class LiteRtConversionError(Exception):
 
 
 @dataclass(frozen=True)
-class LiteRtModel:
+class LiteRtConversion:
     """A converted encoder and the probe that shows it embeds as Keras does."""
 
     flatbuffer: bytes
@@ -39,7 +39,7 @@ class LiteRtModel:
     max_difference: float
 
 
-def convert_encoder(encoder: keras.Model, image_size: tuple[int, int]) -> LiteRtModel:
+def convert_encoder(encoder: keras.Model, image_size: tuple[int, int]) -> LiteRtConversion:
     """Convert `encoder` for uint8 [N, H, W, 3] input and check it against Keras.
 
     The traced function is converted rather than a SavedModel (Keras' own
@@ -79,7 +79,7 @@ def convert_encoder(encoder: keras.Model, image_size: tuple[int, int]) -> LiteRt
         raise LiteRtConversionError(
             f"the converted encoder differs from Keras by {gap:.2e} (more than {AGREEMENT})"
         )
-    return LiteRtModel(flatbuffer, images, expected, gap)
+    return LiteRtConversion(flatbuffer, images, expected, gap)
 
 
 def run_litert(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
