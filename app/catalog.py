@@ -131,15 +131,31 @@ class Catalog(ABC):
         """Flush and release; the catalogue is unusable afterwards."""
 
 
-def open_catalog(settings: Settings, *, model_id: str, embedding_dim: int) -> Catalog:
-    """Open the configured backend for a model, refusing one that holds another model's vectors."""
+def open_catalog(
+    settings: Settings,
+    *,
+    model_id: str,
+    embedding_dim: int,
+    on_checked: Callable[[], None] | None = None,
+) -> Catalog:
+    """Open the configured backend for a model, refusing one that holds another model's vectors.
+
+    `on_checked` is called once the catalogue has accepted the model and before
+    its slow part (loading the index), so a start-up can prepare the model
+    meanwhile and a refused start prepares nothing. Milvus can only check a
+    loaded collection: it calls `on_checked` first and refuses after loading.
+    """
     if settings.backend == "milvus":
         from app.milvus_catalog import MilvusCatalog
 
+        if on_checked is not None:
+            on_checked()
         return MilvusCatalog(settings, model_id=model_id, embedding_dim=embedding_dim)
     from app.local_catalog import LocalCatalog
 
-    return LocalCatalog(settings, model_id=model_id, embedding_dim=embedding_dim)
+    return LocalCatalog(
+        settings, model_id=model_id, embedding_dim=embedding_dim, on_checked=on_checked
+    )
 
 
 # For each query: the hits found at a depth, and whether the index may hold more.

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,13 +52,23 @@ def reindex_hint(settings: Settings) -> str:
 class LocalCatalog(Catalog):
     """SQLite + FAISS in this process; the default backend."""
 
-    def __init__(self, settings: Settings, *, model_id: str, embedding_dim: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model_id: str,
+        embedding_dim: int,
+        on_checked: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_checked` runs once the data directory and the model are accepted (open_catalog)."""
         self._settings = settings
         self._dim = embedding_dim
         self._lock_file = DataDirLock(settings.data_dir, "a lookalike process")
         self._store = CatalogStore(settings.database_path)
         try:
             self._model_id = self._check_model(model_id, embedding_dim)
+            if on_checked is not None:
+                on_checked()
         except BaseException:
             self._store.close()
             self._lock_file.release()

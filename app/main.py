@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from app.catalog import open_catalog
 from app.catalog_store import peek_meta
 from app.config import Settings
 from app.dependencies import AppState
-from app.embed_worker import start_embedder
+from app.embed_worker import BatchEmbedder, start_embedder
 from app.embedding import ImageEmbedder
 from app.encoder import serving_threads
 from app.errors import ModelDirectoryError, install_error_handlers
@@ -81,21 +81,32 @@ def _build_state(settings: Settings, metrics: Metrics) -> AppState:
     limit_blas_threads(serving_threads(threads))
     model = serving_model(settings)
     # The embedding worker starts (and a new model converts, 5-10 s) while the
-    # catalogue loads (0.5-2 s at a million items, 3-5 s without a snapshot).
+    # catalogue loads (0.5-2 s at a million items, 3-5 s without a snapshot),
+    # once the catalogue has accepted the model: a refused start waits for nothing.
     with ThreadPoolExecutor(1, thread_name_prefix="start-embedder") as starter:
-        starting = starter.submit(
-            start_embedder, model, settings, on_restart=metrics.embed_worker_restarts.inc
-        )
+        started: list[Future[BatchEmbedder]] = []
+
+        def start() -> None:
+            started.append(
+                starter.submit(
+                    start_embedder, model, settings, on_restart=metrics.embed_worker_restarts.inc
+                )
+            )
+
         try:
             catalog = open_catalog(
-                settings, model_id=model.model_id, embedding_dim=model.embedding_dim
+                settings,
+                model_id=model.model_id,
+                embedding_dim=model.embedding_dim,
+                on_checked=start,
             )
         except BaseException:
-            with suppress(Exception):
-                starting.result().close()
+            for starting in started:
+                with suppress(Exception):
+                    starting.result().close()
             raise
         try:
-            embed = starting.result()
+            embed = started[0].result()
         except BaseException:
             catalog.close()
             raise

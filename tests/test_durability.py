@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.errors import ModelMismatch
 from app.main import create_app
+from app.model_bundle import read_model_info
 from tests.conftest import backend_env, image_bytes, local_only
 from tests.live_server import live_server, start_server
 
@@ -73,6 +74,20 @@ def test_a_different_model_is_refused(make_settings, other_model_dir: Path) -> N
     app = create_app(make_settings(model_dir=other_model_dir))
     with pytest.raises(ModelMismatch, match="python -m app reindex"), TestClient(app):
         pass
+
+
+@local_only
+def test_a_different_model_is_refused_before_its_runtime_is_prepared(
+    make_settings, data_dir: Path, other_model_dir: Path
+) -> None:
+    """The refusal must not wait for the model's LiteRT conversion (5-10 s on a new model)."""
+    with TestClient(create_app(make_settings())) as c:
+        c.post("/index", files={"file": ("x.png", image_bytes(1))}, data={"id": "a"})
+    other_id = read_model_info(other_model_dir).model_id
+    app = create_app(make_settings(model_dir=other_model_dir))
+    with pytest.raises(ModelMismatch), TestClient(app):
+        pass
+    assert not list((data_dir / "litert").glob(f"{other_id}*")), "the refused model was prepared"
 
 
 @local_only
