@@ -105,6 +105,8 @@ def _build_state(settings: Settings, metrics: Metrics) -> AppState:
                 with suppress(Exception):
                     starting.result().close()
             raise
+        if not started:  # a backend that never called back
+            start()
         try:
             embed = started[0].result()
         except BaseException:
