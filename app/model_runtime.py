@@ -303,9 +303,7 @@ def convert_to_litert(info: ModelInfo, path: Path, *, threads: int, agreement: f
     _write_atomically(staging, flatbuffer)
     try:
         converted = LiteRtModel(staging, info, threads=threads)
-        probe = np.random.default_rng(PROBE_SEED).integers(
-            0, 256, size=(4, *info.image_size, 3), dtype=np.uint8
-        )
+        probe = probe_images(*info.image_size)
         gap = float(np.max(np.abs(converted.embed(probe) - encoder.embed(probe))))
     except Exception as exc:
         staging.unlink(missing_ok=True)
@@ -315,6 +313,30 @@ def convert_to_litert(info: ModelInfo, path: Path, *, threads: int, agreement: f
         return f"the converted model differs from Keras by {gap:.2e} (more than {agreement})"
     os.replace(staging, path)
     return None
+
+
+def probe_images(height: int, width: int) -> np.ndarray:
+    """Flat, graded, sharp-edged and noisy images to check a conversion on.
+
+    The same set as the exporter's probe (training/litert.py; the two halves
+    share no code): noise alone keeps every activation in a middle range.
+    """
+    rows = np.repeat(np.linspace(0, 255, height)[:, None], width, axis=1)
+    cols = np.repeat(np.linspace(0, 255, width)[None, :], height, axis=0)
+    squares = (np.add.outer(np.arange(height) // 4, np.arange(width) // 4) % 2) * 255.0
+    planes = [
+        (np.zeros_like(rows),) * 3,
+        (np.full_like(rows, 255),) * 3,
+        (np.full_like(rows, 128),) * 3,
+        (cols,) * 3,
+        (rows, 255 - rows, np.full_like(rows, 64)),
+        (squares,) * 3,
+    ]
+    shapes = np.rint(np.stack([np.stack(p, axis=-1) for p in planes])).astype(np.uint8)
+    noise = np.random.default_rng(PROBE_SEED).integers(
+        0, 256, size=(2, height, width, 3), dtype=np.uint8
+    )
+    return np.concatenate([shapes, noise])
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

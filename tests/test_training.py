@@ -331,7 +331,7 @@ def test_export_writes_a_litert_file_that_embeds_like_the_encoder(
 ) -> None:
     import keras
 
-    from training.litert import run_litert
+    from training.litert import probe_images, run_litert
 
     out, meta = digits_model
     litert = meta["litert"]
@@ -344,8 +344,7 @@ def test_export_writes_a_litert_file_that_embeds_like_the_encoder(
     encoder = keras.saving.load_model(out / "encoder.keras")
     with np.load(out / "litert-probe.npz") as probe:
         images, embeddings = probe["images"], probe["embeddings"]
-    assert images.dtype == np.uint8
-    assert images.shape[1:] == (16, 16, 3)
+    np.testing.assert_array_equal(images, probe_images(16, 16))
     np.testing.assert_allclose(
         embeddings, encoder(images.astype("float32"), training=False), atol=1e-6
     )
@@ -353,6 +352,20 @@ def test_export_writes_a_litert_file_that_embeds_like_the_encoder(
     np.testing.assert_allclose(
         run_litert(flatbuffer, fresh), encoder(fresh.astype("float32"), training=False), atol=1e-5
     )
+
+
+def test_litert_probe_reaches_both_ends_of_the_pixel_range_and_matches_the_services() -> None:
+    from app.model_runtime import probe_images as service_probe
+    from training.litert import probe_images
+
+    images = probe_images(13, 21)
+    assert images.dtype == np.uint8 and images.shape == (8, 13, 21, 3)
+    flat = [int(i.min()) for i in images if i.min() == i.max()]
+    assert flat == [0, 255, 128]
+    graded = [i for i in images if i.min() != i.max()]
+    assert all(i.min() == 0 and i.max() == 255 for i in graded)
+    assert len({i.tobytes() for i in images}) == len(images)
+    np.testing.assert_array_equal(service_probe(13, 21), images)
 
 
 def test_litert_command_adds_the_file_to_a_model_exported_without_one(

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 # Largest difference per embedding component allowed between LiteRT and Keras
 # on the probe; float32 rounding in another order gives about 1e-7.
 AGREEMENT = 1e-4
-PROBE_IMAGES = 4
 PROBE_SEED = 20261207
 
 
@@ -64,9 +63,7 @@ def convert_encoder(encoder: keras.Model, image_size: tuple[int, int]) -> LiteRt
         raise LiteRtConversionError(
             f"the LiteRT converter refused the encoder ({type(exc).__name__}: {exc})"
         ) from exc
-    images = np.random.default_rng(PROBE_SEED).integers(
-        0, 256, size=(PROBE_IMAGES, height, width, 3), dtype=np.uint8
-    )
+    images = probe_images(height, width)
     expected = np.asarray(embed(tf.constant(images)), dtype=np.float32)
     try:
         got = run_litert(flatbuffer, images)
@@ -80,6 +77,32 @@ def convert_encoder(encoder: keras.Model, image_size: tuple[int, int]) -> LiteRt
             f"the converted encoder differs from Keras by {gap:.2e} (more than {AGREEMENT})"
         )
     return LiteRtConversion(flatbuffer, images, expected, gap)
+
+
+def probe_images(height: int, width: int) -> np.ndarray:
+    """The images a conversion is checked on: flat, graded, sharp-edged and noisy.
+
+    Noise alone keeps every activation in a middle range; flat and graded
+    images reach the ends (an all-black image is how a test found XNNPACK
+    normalising a zero embedding to NaN). The service checks its own
+    conversions on the same set (app/model_runtime.py).
+    """
+    rows = np.repeat(np.linspace(0, 255, height)[:, None], width, axis=1)
+    cols = np.repeat(np.linspace(0, 255, width)[None, :], height, axis=0)
+    squares = (np.add.outer(np.arange(height) // 4, np.arange(width) // 4) % 2) * 255.0
+    planes = [
+        (np.zeros_like(rows),) * 3,
+        (np.full_like(rows, 255),) * 3,
+        (np.full_like(rows, 128),) * 3,
+        (cols,) * 3,
+        (rows, 255 - rows, np.full_like(rows, 64)),
+        (squares,) * 3,
+    ]
+    shapes = np.rint(np.stack([np.stack(p, axis=-1) for p in planes])).astype(np.uint8)
+    noise = np.random.default_rng(PROBE_SEED).integers(
+        0, 256, size=(2, height, width, 3), dtype=np.uint8
+    )
+    return np.concatenate([shapes, noise])
 
 
 def run_litert(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
