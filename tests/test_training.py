@@ -359,7 +359,8 @@ def test_litert_probe_reaches_both_ends_of_the_pixel_range_and_matches_the_servi
     from training.litert import probe_images
 
     images = probe_images(13, 21)
-    assert images.dtype == np.uint8 and images.shape == (8, 13, 21, 3)
+    assert images.dtype == np.uint8
+    assert images.shape == (8, 13, 21, 3)
     flat = [int(i.min()) for i in images if i.min() == i.max()]
     assert flat == [0, 255, 128]
     graded = [i for i in images if i.min() != i.max()]
