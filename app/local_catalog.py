@@ -145,7 +145,7 @@ class LocalCatalog(Catalog):
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            log.warning("ignoring unreadable index snapshot (%s); rebuilding", exc)
+            log.warning("ignoring the index snapshot (%s); rebuilding it from SQLite", exc)
             self._index = build_index(self._settings, self._dim)
             return None
 

@@ -146,6 +146,38 @@ def test_start_up_loads_the_snapshot_and_replays_only_later_changes(
         catalog.close()
 
 
+def test_an_hnsw_snapshot_built_with_a_smaller_ef_construction_is_rebuilt_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Raising LOOKALIKE_HNSW_EF_CONSTRUCTION applies to the whole graph, not to new nodes only."""
+    older = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        model_dir=tmp_path / "no-model",
+        index_type="hnsw",
+        hnsw_ef_construction=40,
+    )
+    catalog = LocalCatalog(older, model_id=MODEL, embedding_dim=DIM)
+    catalog.upsert(items(range(200), seed=3))
+    catalog.close()
+    newer = older.model_copy(update={"hnsw_ef_construction": 80})
+    with caplog.at_level(logging.INFO, logger="lookalike.catalog"):
+        catalog = LocalCatalog(newer, model_id=MODEL, embedding_dim=DIM)
+    try:
+        assert "built with efConstruction 40, below the configured 80" in caplog.text
+        assert "200 items (rebuilt from SQLite" in caplog.text
+        query = catalog.get_embedding("i42")
+        assert query is not None
+        assert catalog.search(query[None, :], 1)[0][0].id == "i42"
+    finally:
+        catalog.close()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lookalike.catalog"):
+        catalog = LocalCatalog(newer, model_id=MODEL, embedding_dim=DIM)
+    catalog.close()
+    assert "200 items (snapshot read in" in caplog.text  # the rebuilt graph was kept
+
+
 def test_a_flat_snapshot_written_with_the_older_reverse_map_still_loads(tmp_path: Path) -> None:
     vectors = unit_vectors(40, seed=5)
     old = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))

@@ -193,6 +193,25 @@ def test_a_snapshot_of_another_shape_is_refused(make_index: IndexFactory, tmp_pa
             index.load(path)
 
 
+def test_a_graph_built_with_a_smaller_ef_construction_is_refused(tmp_path: Path) -> None:
+    """A worse-linked graph would serve lower recall at the configured efSearch."""
+    vectors = clustered(300, seed=30)
+    path = tmp_path / "index.bin"
+    older = HnswIndex(DIM, m=16, ef_construction=32)
+    older.add(np.arange(300), vectors)
+    path.write_bytes(older.serialize())
+    with pytest.raises(ValueError, match="efConstruction 32, below the configured 64"):
+        HnswIndex(DIM, m=16, ef_construction=64).load(path)
+    # A better-linked graph is kept; the nodes added to it from now on are
+    # linked with the configured value, which its next snapshot records.
+    lighter = HnswIndex(DIM, m=16, ef_construction=16)
+    lighter.load(path)
+    assert lighter._graph.hnsw.efConstruction == 16
+    np.testing.assert_array_equal(
+        lighter.search(vectors[:20], 5)[1], older.search(vectors[:20], 5)[1]
+    )
+
+
 def test_a_truncated_snapshot_is_refused(make_index: IndexFactory, tmp_path: Path) -> None:
     index = make_index()
     index.add(np.arange(50), clustered(50))
