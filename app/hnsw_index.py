@@ -407,7 +407,7 @@ class HnswIndex(VectorIndex):
             raise ValueError(f"{path} is inconsistent: {graph.ntotal} nodes, header says {nodes}")
         # FAISS keeps the efConstruction a graph was built with. One built with
         # less than the configured value needs a larger efSearch for the same
-        # recall (1M x 128, efSearch 64: 0.963 built with 80, 0.991 with 160),
+        # recall (1M x 128, efSearch 64: 0.967 built with 80, 0.994 with 160),
         # so it is refused like a graph of another M, and rebuilt from SQLite.
         built_with = int(graph.hnsw.efConstruction)
         if built_with < self.ef_construction:
