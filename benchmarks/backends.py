@@ -276,9 +276,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.seed}), {args.queries:,} held-out queries, k = {K}; recall against an exact "
             "scan. Latency is one query per call; batched QPS sends 100 queries per call. "
             "Local rows time the in-memory index; Milvus rows go through `MilvusCatalog` "
-            f"(gRPC to {engine}, metadata returned). HNSW uses the "
-            f"defaults on both sides: M = {settings.hnsw_m}, efConstruction = "
-            f"{settings.hnsw_ef_construction}, ef = {settings.hnsw_ef_search}.",
+            f"(gRPC to {engine}, metadata returned). HNSW uses each side's defaults: "
+            f"local M = {settings.hnsw_m}, efConstruction = {settings.hnsw_ef_construction}, "
+            f"efSearch = {settings.hnsw_ef_search}; Milvus index parameters "
+            f"`{settings.milvus_index_params}`, search parameters "
+            f"`{settings.milvus_search_params}`.",
             "",
             table(rows),
             "",
