@@ -30,12 +30,14 @@ import faiss
 import numpy as np
 from sklearn.metrics.pairwise import cosine_similarity
 
+from app.config import Settings
 from benchmarks.results import run_lines, update_section, versions
 from benchmarks.vectors import clustered_unit_vectors
 
 K = 10
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
+# The graph the service builds by default; benchmarks/hnsw_params.py compares others.
+HNSW_M = Settings.model_fields["hnsw_m"].default
+HNSW_EF_CONSTRUCTION = Settings.model_fields["hnsw_ef_construction"].default
 HNSW_EF_SEARCH = (64, 128, 256)
 IVF_NPROBE = (8, 32)
 
@@ -413,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"one thread, {every / 1e9:.1f} GB/s on {cores()} threads",
                 f"- data: clustered unit vectors (benchmarks/vectors.py), {args.queries} held-out "
                 "queries from the same clusters, k = 10; recall@10 against an exact scan",
+                f"- HNSW: M {HNSW_M}, efConstruction {HNSW_EF_CONSTRUCTION} (the service's "
+                "defaults; `benchmarks/hnsw_params.py` compares other efConstruction values)",
                 "- single query: one query per call; FAISS on one OpenMP thread as the service "
                 "runs it (the `threads/query` row uses every core); NumPy and scikit-learn with "
                 "their default BLAS threads. Batched: chunks of 1000 queries (NumPy 256, "
